@@ -1,0 +1,15 @@
+# The two commands of the README: `make search` (the main job) and `make test`.
+.PHONY: setup search test lint
+
+setup:
+	scripts/setup
+
+search: setup
+	.venv/bin/moa-opt search
+
+test:
+	scripts/setup postgresql
+	MOA_TEST_POSTGRES_URL=$$(scripts/postgres) .venv/bin/python -m pytest
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy

@@ -1,0 +1,84 @@
+"""Flags and helpers shared by the commands that call models."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from optimizer.providers import ResponseCache, Router, parse_model_map
+
+__all__ = [
+    "DEFAULT_CACHE",
+    "add_model_flags",
+    "build_router",
+    "nonnegative_int",
+    "positive_int",
+]
+
+DEFAULT_CACHE = Path("runs/cache.sqlite")
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--base-url``, ``--model-map``, ``--no-cache``, ``--cache`` and ``--max-retries``."""
+    group = parser.add_argument_group("model access")
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="send every call to this OpenAI-compatible endpoint "
+        "(env MOA_BASE_URL; key in MOA_API_KEY, optional)",
+    )
+    group.add_argument(
+        "--model-map",
+        metavar="NAME=PROVIDER/MODEL",
+        action="append",
+        default=[],
+        help="serve model NAME with PROVIDER/MODEL instead (repeatable)",
+    )
+    group.add_argument("--no-cache", action="store_true", help="bypass the response cache")
+    group.add_argument(
+        "--cache",
+        type=Path,
+        default=DEFAULT_CACHE,
+        metavar="FILE",
+        help=f"response cache file (default {DEFAULT_CACHE})",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=nonnegative_int,
+        default=4,
+        metavar="N",
+        help="retries per call on 429, 5xx, timeouts and connection errors (default 4)",
+    )
+
+
+def build_router(args: argparse.Namespace) -> Router:
+    """Builds the router the model flags describe."""
+    return Router(
+        base_url=args.base_url,
+        model_map=parse_model_map(args.model_map),
+        cache=None if args.no_cache else ResponseCache(args.cache),
+        max_retries=args.max_retries,
+    )
+
+
+def positive_int(text: str) -> int:
+    """Argparse type: an integer >= 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """Argparse type: an integer >= 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None

@@ -1,0 +1,96 @@
+"""The provider interface: one async method, like an httpx transport."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["ChatRequest", "Completion", "Message", "Provider", "ProviderError"]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message."""
+
+    role: Role
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        """Returns the OpenAI wire form."""
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat completion request, independent of any endpoint.
+
+    Attributes:
+        model: The model name as the endpoint knows it (no provider prefix).
+        messages: The conversation.
+        temperature: Sampling temperature in [0, 2].
+        max_tokens: Upper bound on completion tokens.
+        seed: Sampling seed passed to the endpoint, if any.
+        sample: Sample index; distinguishes repeated samples of the same request in the cache.
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    temperature: float
+    max_tokens: int
+    seed: int | None = None
+    sample: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a provider returns for one request.
+
+    Attributes:
+        text: The assistant's answer.
+        prompt_tokens: Tokens in the prompt (0 for a cache hit).
+        completion_tokens: Tokens generated (0 for a cache hit).
+        latency: Seconds from request to answer, retries included.
+        retries: How many times the request was retried.
+        cached: Whether the answer came from the response cache.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency: float
+    retries: int = 0
+    cached: bool = False
+
+
+class ProviderError(Exception):
+    """A model call failed for good (after retries, or at once for a client error)."""
+
+
+class Provider(abc.ABC):
+    """Something that answers chat requests.
+
+    Attributes:
+        name: Short name used in messages (``cerebras``, ``local``, a base URL).
+        endpoint: Stable identity of the endpoint, used in cache keys; never holds a key.
+    """
+
+    name: str = "provider"
+    endpoint: str = ""
+
+    @abc.abstractmethod
+    async def complete(self, request: ChatRequest) -> Completion:
+        """Answers one chat request.
+
+        Raises:
+            ProviderError: The call failed and will not succeed by retrying.
+        """
+
+    async def list_models(self) -> list[str]:
+        """Returns the model ids the endpoint serves."""
+        raise ProviderError(f"{self.name}: listing models is not supported")
+
+    async def aclose(self) -> None:
+        """Releases connections and other resources."""

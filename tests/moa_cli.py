@@ -1,0 +1,29 @@
+"""Runs ``moa-opt`` in a subprocess, as a user would, with no cloud keys in its environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def moa_opt(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``python -m optimizer ARGS`` in ``cwd`` and returns what it printed."""
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "MOA_BASE_URL"
+    }
+    full_env["PYTHONPATH"] = str(ROOT)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "optimizer", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
