@@ -17,10 +17,12 @@ __all__ = [
     "aggregate",
     "fill_helper_response",
     "prompts_missing_placeholder",
+    "replicas",
     "run_moa",
 ]
 
 MAIN_AGENT = "main"
+_REPLICA_SEED_STRIDE = 1_000_003  # identical agents get far-apart seeds
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,20 @@ def aggregate(template: str, responses: list[str]) -> str:
     return template.replace("{responses}", numbered)
 
 
+def replicas(agents: tuple[AgentSpec, ...]) -> list[int]:
+    """Numbers identical agents (same model, temperature, prompt, max_tokens) 0, 1, 2...
+
+    Distinct agents all get 0, so their cache entries do not depend on agent order.
+    """
+    seen: dict[tuple[str, float, str, int], int] = {}
+    numbers = []
+    for agent in agents:
+        key = (agent.model, agent.temperature, agent.system_prompt, agent.max_tokens)
+        numbers.append(seen.get(key, 0))
+        seen[key] = numbers[-1] + 1
+    return numbers
+
+
 def prompts_missing_placeholder(config: MoAConfig) -> list[str]:
     """Names the agents whose prompt never sees earlier answers (no ``{helper_response}``).
 
@@ -160,7 +176,7 @@ async def run_moa(
     calls: list[CallRecord] = []
     helper_response = ""
 
-    async def call(cycle: int, agent: AgentSpec, name: str) -> CallRecord:
+    async def call(cycle: int, agent: AgentSpec, name: str, replica: int = 0) -> CallRecord:
         provider, model = router.resolve(agent.model)
         messages = (
             Message("system", fill_helper_response(agent.system_prompt, helper_response)),
@@ -171,8 +187,9 @@ async def run_moa(
             messages=messages,
             temperature=agent.temperature,
             max_tokens=agent.max_tokens,
-            seed=seed,
+            seed=None if seed is None else seed + _REPLICA_SEED_STRIDE * replica,
             sample=sample,
+            replica=replica,
         )
         completion = await provider.complete(request)
         return CallRecord(
@@ -192,7 +209,12 @@ async def run_moa(
     for cycle in range(1, config.cycles + 1):
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(call(cycle, a, a.name)) for a in config.layer_agents]
+                tasks = [
+                    group.create_task(call(cycle, agent, agent.name, replica))
+                    for agent, replica in zip(
+                        config.layer_agents, replicas(config.layer_agents), strict=True
+                    )
+                ]
         except BaseExceptionGroup as failures:  # one failed call cancels its cycle
             raise failures.exceptions[0] from None
         records = [t.result() for t in tasks]

@@ -34,6 +34,8 @@ class ChatRequest:
         max_tokens: Upper bound on completion tokens.
         seed: Sampling seed passed to the endpoint, if any.
         sample: Sample index; distinguishes repeated samples of the same request in the cache.
+        replica: Which of several identical agents of one cycle sent this request (0 for the
+            first); keeps their answers distinct, as Self-MoA needs.
     """
 
     model: str
@@ -42,6 +44,7 @@ class ChatRequest:
     max_tokens: int
     seed: int | None = None
     sample: int = 0
+    replica: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,5 +95,5 @@ class Provider(abc.ABC):
         """Returns the model ids the endpoint serves."""
         raise ProviderError(f"{self.name}: listing models is not supported")
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Releases connections and other resources."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from optimizer._errors import UserError
 from optimizer.providers._base import Provider
@@ -37,7 +37,7 @@ class Preset:
     name: str
     base_url: str
     key_env: str
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
 
 
 PRESETS: dict[str, Preset] = {
@@ -239,4 +239,3 @@ def _default_local_factory(model: str) -> Provider:
     from optimizer.providers._local import LocalProvider
 
     return LocalProvider(model)
-

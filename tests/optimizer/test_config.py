@@ -49,7 +49,12 @@ def test_workshop_round_trip_keeps_ai_configuration(tmp_path: Path) -> None:
     original = workshop_file(
         cycles=3,
         layer_agents=[
-            {"name": "a", "model": "qwen-3-32b", "temperature": 0.0, "prompt": "x {y} {helper_response}"},
+            {
+                "name": "a",
+                "model": "qwen-3-32b",
+                "temperature": 0.0,
+                "prompt": "x {y} {helper_response}",
+            },
             {"name": "b", "model": "llama-3.3-70b", "temperature": 1.25, "prompt": "plain"},
         ],
     )
@@ -80,7 +85,10 @@ def test_yaml_round_trip_keeps_every_field(tmp_path: Path) -> None:
 
 def test_zero_cycles_without_agents_is_the_single_model_baseline() -> None:
     config = config_from_dict(
-        {"main": {"name": "main", "model": "m", "temperature": 0, "system_prompt": "s"}, "cycles": 0}
+        {
+            "main": {"name": "main", "model": "m", "temperature": 0, "system_prompt": "s"},
+            "cycles": 0,
+        }
     )
     assert config.layer_agents == ()
     assert config.models == ("m",)
@@ -136,7 +144,10 @@ def test_workshop_validation_names_file_and_field(
     [
         ({"cycles": 1}, "main: required field is missing"),
         (
-            {"main": {"name": "m", "model": "x", "temperature": 0.5, "system_prompt": "s"}, "cycles": 1},
+            {
+                "main": {"name": "m", "model": "x", "temperature": 0.5, "system_prompt": "s"},
+                "cycles": 1,
+            },
             "layer_agents: must not be empty when cycles > 0",
         ),
         (
@@ -149,7 +160,13 @@ def test_workshop_validation_names_file_and_field(
         ),
         (
             {
-                "main": {"name": "m", "model": "x", "temperature": 0.5, "system_prompt": "s", "max_tokens": 0},
+                "main": {
+                    "name": "m",
+                    "model": "x",
+                    "temperature": 0.5,
+                    "system_prompt": "s",
+                    "max_tokens": 0,
+                },
                 "cycles": 0,
             },
             "main.max_tokens: Input should be greater than or equal to 1",

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import SECRET
 from moa_cli import ROOT, moa_opt
 from openai_server import OpenAIServer
@@ -15,11 +14,26 @@ WORKSHOP_DEFAULT = ROOT / "search_spaces" / "baselines" / "workshop-default.json
 
 def write_config(path: Path, **changes: object) -> Path:
     data: dict[str, object] = {
-        "main": {"name": "main", "model": "judge-model", "temperature": 0.0, "system_prompt": "Main sees: {helper_response}"},
+        "main": {
+            "name": "main",
+            "model": "judge-model",
+            "temperature": 0.0,
+            "system_prompt": "Main sees: {helper_response}",
+        },
         "cycles": 1,
         "layer_agents": [
-            {"name": "alpha", "model": "model-a", "temperature": 0.1, "system_prompt": "Alpha {helper_response}"},
-            {"name": "beta", "model": "model-b", "temperature": 0.2, "system_prompt": "Beta {helper_response}"},
+            {
+                "name": "alpha",
+                "model": "model-a",
+                "temperature": 0.1,
+                "system_prompt": "Alpha {helper_response}",
+            },
+            {
+                "name": "beta",
+                "model": "model-b",
+                "temperature": 0.2,
+                "system_prompt": "Beta {helper_response}",
+            },
         ],
     }
     data.update(changes)
@@ -29,7 +43,9 @@ def write_config(path: Path, **changes: object) -> Path:
 
 def test_run_prints_answer_then_call_table(tmp_path: Path, server: OpenAIServer) -> None:
     config = write_config(tmp_path / "c.yaml")
-    done = moa_opt("run", str(config), "--prompt", "Say hi", "--base-url", server.base_url, cwd=tmp_path)
+    done = moa_opt(
+        "run", str(config), "--prompt", "Say hi", "--base-url", server.base_url, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     first_line = done.stdout.splitlines()[0]
     assert first_line.startswith("[judge-model t=0.0] Main sees:")
@@ -39,9 +55,7 @@ def test_run_prints_answer_then_call_table(tmp_path: Path, server: OpenAIServer)
     assert (tmp_path / "runs" / "cache.sqlite").exists()
 
 
-def test_run_json_record_and_cache_hits_on_second_run(
-    tmp_path: Path, server: OpenAIServer
-) -> None:
+def test_run_json_record_and_cache_hits_on_second_run(tmp_path: Path, server: OpenAIServer) -> None:
     config = write_config(tmp_path / "c.yaml")
     args = ("run", str(config), "--prompt", "Say hi", "--base-url", server.base_url, "--json")
     first = json.loads(moa_opt(*args, cwd=tmp_path).stdout)
@@ -72,10 +86,18 @@ def test_run_warns_about_prompts_without_placeholder(tmp_path: Path, server: Ope
     assert "'main' has no {helper_response}" in done.stderr
 
 
-def test_run_challenge_task_sends_the_challenge_prompt(tmp_path: Path, server: OpenAIServer) -> None:
+def test_run_challenge_task_sends_the_challenge_prompt(
+    tmp_path: Path, server: OpenAIServer
+) -> None:
     done = moa_opt(
-        "run", str(WORKSHOP_DEFAULT), "--task", "challenge", "--base-url", server.base_url,
-        "--json", cwd=tmp_path,
+        "run",
+        str(WORKSHOP_DEFAULT),
+        "--task",
+        "challenge",
+        "--base-url",
+        server.base_url,
+        "--json",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
@@ -90,8 +112,14 @@ def test_run_challenge_task_sends_the_challenge_prompt(tmp_path: Path, server: O
     [
         (("run", "missing.yaml", "--prompt", "x"), "missing.yaml: cannot read"),
         (("run", "c.yaml"), "one of the arguments --task --prompt is required"),
-        (("run", "c.yaml", "--prompt", "x", "--max-retries", "-1"), "--max-retries: must not be negative"),
-        (("run", "c.yaml", "--prompt", "x", "--model-map", "oops"), "--model-map: expected NAME=provider/model"),
+        (
+            ("run", "c.yaml", "--prompt", "x", "--max-retries", "-1"),
+            "--max-retries: must not be negative",
+        ),
+        (
+            ("run", "c.yaml", "--prompt", "x", "--model-map", "oops"),
+            "--model-map: expected NAME=provider/model",
+        ),
         (("run", "c.yaml", "--task", "no-such-task"), "--task"),
         (("models", "--provider", "nope"), "--provider"),
     ],
@@ -112,7 +140,12 @@ def test_missing_cloud_key_names_the_env_var(tmp_path: Path) -> None:
         tmp_path / "c.yaml",
         cycles=0,
         layer_agents=[],
-        main={"name": "main", "model": "cerebras/llama3.1-8b", "temperature": 0.0, "system_prompt": "s"},
+        main={
+            "name": "main",
+            "model": "cerebras/llama3.1-8b",
+            "temperature": 0.0,
+            "system_prompt": "s",
+        },
     )
     done = moa_opt("run", str(config), "--prompt", "x", cwd=tmp_path)
     assert done.returncode == 2
@@ -124,13 +157,26 @@ def test_api_key_never_reaches_output_or_runs(tmp_path: Path) -> None:
     with OpenAIServer(api_key=SECRET) as server:
         config = write_config(tmp_path / "c.yaml")
         ok = moa_opt(
-            "run", str(config), "--prompt", "x", "--base-url", server.base_url, "--json",
-            cwd=tmp_path, env={"MOA_API_KEY": SECRET},
+            "run",
+            str(config),
+            "--prompt",
+            "x",
+            "--base-url",
+            server.base_url,
+            "--json",
+            cwd=tmp_path,
+            env={"MOA_API_KEY": SECRET},
         )
         assert ok.returncode == 0, ok.stderr
         refused = moa_opt(
-            "run", str(config), "--prompt", "y", "--base-url", server.base_url,
-            cwd=tmp_path, env={"MOA_API_KEY": SECRET + "-wrong"},
+            "run",
+            str(config),
+            "--prompt",
+            "y",
+            "--base-url",
+            server.base_url,
+            cwd=tmp_path,
+            env={"MOA_API_KEY": SECRET + "-wrong"},
         )
     assert refused.returncode == 1
     assert "401" in refused.stderr

@@ -1,0 +1,110 @@
+"""``moa-opt grade`` scores one answer with a grader; ``moa-opt graders`` lists the graders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from graders import (
+    GraderError,
+    GradeResult,
+    SandboxError,
+    check_isolation,
+    get_grader,
+    list_graders,
+    load_task,
+)
+from optimizer._errors import UserError
+
+__all__ = ["handle_grade", "handle_graders", "register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds the ``grade`` and ``graders`` commands."""
+    grade = commands.add_parser(
+        "grade",
+        help="score one answer or Python file with a grader",
+        description=(
+            "Score FILE, a Python file or a raw model response, on a task. Prints each test's "
+            "points and the total; exits 0 whenever grading ran, whatever the score."
+        ),
+    )
+    grade.add_argument("file", metavar="FILE", help="a Python file or a raw model response")
+    grade.add_argument(
+        "--task",
+        default="challenge",
+        metavar="NAME",
+        help="a shipped task, name/instance, or a task .yaml file (default: challenge)",
+    )
+    grade.add_argument(
+        "--grader",
+        metavar="NAME",
+        help="a grader name, entry point or module:attribute (default: the task's grader)",
+    )
+    grade.add_argument("--json", action="store_true", help="print the result as JSON")
+    grade.set_defaults(handler=handle_grade)
+    graders = commands.add_parser(
+        "graders",
+        help="list the available graders",
+        description="List the graders --grader accepts, and the sandbox isolation available.",
+    )
+    graders.set_defaults(handler=handle_graders)
+
+
+def handle_grade(args: argparse.Namespace) -> int:
+    """Runs ``moa-opt grade``."""
+    path = Path(args.file)
+    try:
+        response = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError as error:
+        raise UserError(f"{args.file}: no such file") from error
+    except OSError as error:
+        raise UserError(f"{args.file}: cannot read: {error.strerror}") from error
+    try:
+        task = load_task(args.task)
+        grader = get_grader(args.grader or task.grader)
+        result = grader.grade(response, task)
+    except GraderError as error:
+        raise UserError(str(error)) from error
+    except SandboxError as error:
+        raise UserError(f"the sandbox cannot run here: {error}") from error
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_result(result, f"{task.name} graded by {grader.name}")
+    return 0
+
+
+def handle_graders(args: argparse.Namespace) -> int:
+    """Runs ``moa-opt graders``."""
+    table = Table("grader", "from", "what it does")
+    for info in list_graders():
+        table.add_row(escape(info.name), escape(info.origin), escape(info.summary))
+    console = Console()
+    console.print(table)
+    isolation = check_isolation()
+    console.print(f"Sandbox isolation here: {isolation.level}: {escape(isolation.detail)}")
+    return 0
+
+
+def _print_result(result: GradeResult, title: str) -> None:
+    table = Table("test", "points", "result", "message", title=title)
+    for test in result.tests:
+        verdict = "[green]pass[/]" if test.passed else "[red]FAIL[/]"
+        points = f"{_number(test.points)}/{_number(test.max_points)}"
+        table.add_row(escape(test.name), points, verdict, escape(test.message))
+    console = Console()
+    console.print(table)
+    console.print(
+        f"Total: {_number(result.score)}/{_number(result.max_score)}"
+        f"    isolation: {result.isolation}"
+    )
+
+
+def _number(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")

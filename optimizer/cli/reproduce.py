@@ -1,0 +1,176 @@
+"""``moa-opt reproduce``: run configs N times and show every score and statistic."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from graders._base import BaseGrader, Task
+from optimizer._catalog import Catalog
+from optimizer._config import MoAConfig, load_config
+from optimizer._errors import UserError
+from optimizer._evaluate import RunResult
+from optimizer._reproduce import (
+    Reproduction,
+    context_warnings,
+    reproduce,
+    reproduction_json,
+    results_table,
+)
+from optimizer.cli._common import add_model_flags, build_router, positive_int
+from optimizer.providers import Router
+
+__all__ = ["handle", "load_grader_and_tasks", "register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds the ``reproduce`` command."""
+    parser = commands.add_parser(
+        "reproduce",
+        help="run configs N times; every score, mean, std, max-score rate",
+        description=(
+            "Run each config N times on a task (repeat r uses sample index r and seed S+r) "
+            "and print every score, mean, std, min, max, how often it scored the maximum and "
+            "the pass rate of every test; several configs are shown side by side."
+        ),
+    )
+    parser.add_argument(
+        "configs", nargs="+", type=Path, metavar="CONFIG", help="config files (.json or .yaml)"
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=5, metavar="N", help="runs per config (default 5)"
+    )
+    parser.add_argument(
+        "--task", default="challenge", metavar="NAME", help="task name or file (default challenge)"
+    )
+    parser.add_argument(
+        "--grader", metavar="NAME", help="grader name (default: the task's own grader)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="base sampling seed (default 0)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_model_flags(parser)
+    parser.set_defaults(handler=handle)
+
+
+def load_grader_and_tasks(task: str, grader: str | None) -> tuple[BaseGrader, tuple[Task, ...]]:
+    """Loads ``--task`` and ``--grader`` (default: the task's grader).
+
+    Raises:
+        UserError: Unknown task or grader; the message names the flag.
+    """
+    from graders import GraderError, get_grader, load_tasks
+
+    try:
+        tasks = tuple(load_tasks(task))
+    except GraderError as error:
+        raise UserError(f"--task: {error}") from None
+    if not tasks:
+        raise UserError(f"--task: {task!r} holds no instances")
+    name = grader or tasks[0].grader
+    try:
+        return get_grader(name), tasks
+    except GraderError as error:
+        raise UserError(f"--grader: {error}") from None
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """Short distinct column names: file names, or whole paths where names repeat."""
+    names = [p.name for p in paths]
+    return [str(p) if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Runs the command."""
+    configs: list[tuple[str, MoAConfig]] = [
+        (name, load_config(path))
+        for name, path in zip(_names(args.configs), args.configs, strict=True)
+    ]
+    grader, tasks = load_grader_and_tasks(args.task, args.grader)
+    catalog = Catalog.load()
+    err = Console(stderr=True)
+    for warning in context_warnings(configs, tasks, catalog):
+        err.print(f"[yellow]warning:[/] may not fit: {warning}", highlight=False)
+    results = asyncio.run(_run(configs, tasks, grader, catalog, args, err))
+    if args.json:
+        print(json.dumps(reproduction_json(results), indent=2))
+    else:
+        Console().print(results_table(results))
+    return 0
+
+
+async def _run(
+    configs: list[tuple[str, MoAConfig]],
+    tasks: tuple[Task, ...],
+    grader: BaseGrader,
+    catalog: Catalog,
+    args: argparse.Namespace,
+    err: Console,
+) -> list[Reproduction]:
+    router = build_router(args)
+    total = len(configs) * len(tasks) * args.repeats
+    try:
+        for _, config in configs:
+            router.check(config.models)
+        for notice in router.notices:
+            err.print(f"[cyan]note:[/] {notice}", highlight=False)
+        if err.is_terminal:
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=err, transient=True) as progress:
+                bar = progress.add_task("runs", total=total)
+
+                def advance(name: str, result: RunResult) -> None:
+                    progress.update(bar, advance=1, description=f"{name}: last {_score(result)}")
+
+                return await _reproduce(configs, tasks, grader, catalog, args, router, advance)
+        done = 0
+
+        def log(name: str, result: RunResult) -> None:
+            nonlocal done
+            done += 1
+            print(
+                f"[{done}/{total}] {name} {result.task.name} repeat {result.repeat}: "
+                f"{_score(result)}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        return await _reproduce(configs, tasks, grader, catalog, args, router, log)
+    finally:
+        await router.aclose()
+
+
+async def _reproduce(
+    configs: list[tuple[str, MoAConfig]],
+    tasks: tuple[Task, ...],
+    grader: BaseGrader,
+    catalog: Catalog,
+    args: argparse.Namespace,
+    router: Router,
+    on_result: Callable[[str, RunResult], None],
+) -> list[Reproduction]:
+    return await reproduce(
+        configs,
+        tasks,
+        router,
+        grader,
+        repeats=args.repeats,
+        seed=args.seed,
+        catalog=catalog,
+        on_result=on_result,
+    )
+
+
+def _score(result: RunResult) -> str:
+    return f"{result.grade.score:g}/{result.grade.max_score:g}"

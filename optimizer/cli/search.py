@@ -1,0 +1,337 @@
+"""``moa-opt search``: the overnight search over MoA configs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from optimizer._catalog import Catalog
+from optimizer._config import MoAConfig, config_to_dict, load_config
+from optimizer._errors import UserError
+from optimizer._objective import parse_objectives
+from optimizer._space import SearchSpace, load_space, task_and_grader
+from optimizer._storage import DEFAULT_RUNS_DIR, open_storage
+from optimizer._study import (
+    SAMPLERS,
+    Budget,
+    Search,
+    SearchSummary,
+    Status,
+    lower_confidence_bound,
+    summary_dict,
+)
+from optimizer.cli._common import add_model_flags, build_router, nonnegative_int, positive_int
+
+__all__ = ["DEFAULT_SPACE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "register"]
+
+_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+DEFAULT_SPACE = _SPACES / "challenge-local.yaml"
+DEFAULT_BASELINE = _SPACES / "baselines" / "workshop-default.json"
+DEFAULT_STUDY = "challenge"
+DEFAULT_TRIALS = 10
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds the ``search`` command."""
+    parser = commands.add_parser(
+        "search",
+        help="search MoA configs with an Optuna study (resumable)",
+        description=(
+            "Search MoA configs: each trial runs a config from the search space on the task "
+            "and scores it. Running the same command again resumes the study. With no "
+            f"budget flag it runs {DEFAULT_TRIALS} trials in total."
+        ),
+    )
+    parser.add_argument(
+        "--space",
+        type=Path,
+        default=DEFAULT_SPACE,
+        metavar="FILE",
+        help=f"search space YAML (default {DEFAULT_SPACE.relative_to(_SPACES.parent)})",
+    )
+    parser.add_argument(
+        "--study",
+        metavar="NAME",
+        help=f"study name (default {DEFAULT_STUDY!r} for the default space, else the space's "
+        "file name)",
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL (default: journal file runs/<study>/journal.log); "
+        "postgresql://... lets workers on several machines join one study",
+    )
+    budget = parser.add_argument_group("budgets (each counts what the study already spent)")
+    budget.add_argument("--trials", type=positive_int, metavar="N", help="finished trials")
+    budget.add_argument("--timeout", type=_positive_float, metavar="S", help="seconds of search")
+    budget.add_argument("--max-tokens", type=positive_int, metavar="N", help="tokens spent")
+    budget.add_argument("--max-cost", type=_positive_float, metavar="USD", help="estimated cost")
+    parser.add_argument(
+        "--workers", type=positive_int, default=1, metavar="N", help="trials at once (default 1)"
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, metavar="R", help="runs per trial (default: the space's)"
+    )
+    parser.add_argument(
+        "--agent-max-tokens",
+        type=positive_int,
+        metavar="N",
+        help="fix every agent's max_tokens to N (overrides the space)",
+    )
+    parser.add_argument(
+        "--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe)"
+    )
+    parser.add_argument(
+        "--seed", type=int, metavar="S", help="seed for the sampler and the model calls"
+    )
+    parser.add_argument(
+        "--objectives",
+        default="score",
+        metavar="LIST",
+        help="score (default), score,cost or score,latency (a Pareto front)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="another config to run first, mapped onto the space (repeatable; the workshop's "
+        "default config always runs first)",
+    )
+    parser.add_argument(
+        "--confirm-repeats",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="re-evaluate the top trials with N repeats at the end (default 0: off)",
+    )
+    parser.add_argument(
+        "--confirm-top",
+        type=positive_int,
+        default=3,
+        metavar="K",
+        help="how many top trials the confirm stage re-evaluates (default 3)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_model_flags(parser)
+    parser.set_defaults(handler=handle)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def study_name(args: argparse.Namespace) -> str:
+    """The study name: ``--study``, else ``challenge`` for the default space, else its stem."""
+    if args.study:
+        return str(args.study)
+    if args.space.resolve() == DEFAULT_SPACE:
+        return DEFAULT_STUDY
+    return str(args.space.stem)
+
+
+def budget_from(args: argparse.Namespace) -> Budget:
+    """The budgets the flags name; with none, :data:`DEFAULT_TRIALS` trials."""
+    budget = Budget(args.trials, args.timeout, args.max_tokens, args.max_cost)
+    if budget == Budget():
+        return Budget(trials=DEFAULT_TRIALS)
+    return budget
+
+
+def baselines_from(args: argparse.Namespace) -> list[tuple[str, MoAConfig]]:
+    """The workshop default plus each ``--baseline`` file, named by file name."""
+    files = [DEFAULT_BASELINE, *args.baseline]
+    return [(path.stem, load_config(path)) for path in dict.fromkeys(files)]
+
+
+def prepare_space(args: argparse.Namespace) -> SearchSpace:
+    """Loads ``--space`` and applies ``--repeats`` and ``--agent-max-tokens``."""
+    space = load_space(args.space)
+    if args.repeats is not None:
+        space = space.with_repeats(args.repeats)
+    if args.agent_max_tokens is not None:
+        space = space.with_max_tokens(args.agent_max_tokens)
+    return space
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Runs the command."""
+    try:
+        objectives = parse_objectives(args.objectives)
+    except ValueError as error:
+        raise UserError(f"--objectives: {error}") from None
+    space = prepare_space(args)
+    tasks, grader = task_and_grader(space, str(args.space))
+    name = study_name(args)
+    storage = open_storage(name, args.storage)
+    baselines = baselines_from(args)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    err = Console(stderr=True)
+    router = build_router(args)
+    display = ProgressDisplay(err, name)
+    search = Search(
+        space,
+        study_name=name,
+        storage=storage,
+        study_dir=DEFAULT_RUNS_DIR / name,
+        tasks=tasks,
+        grader=grader,
+        router=router,
+        catalog=Catalog.load(),
+        budget=budget_from(args),
+        workers=args.workers,
+        sampler=args.sampler,
+        seed=args.seed,
+        objectives=objectives,
+        baselines=baselines,
+        confirm_repeats=args.confirm_repeats,
+        confirm_top=args.confirm_top,
+        observer=display.update,
+    )
+
+    async def run() -> SearchSummary:
+        try:
+            router.check(list(space.models))
+            for notice in router.notices:
+                err.print(f"[cyan]note:[/] {notice}")
+            with display:
+                return await search.run()
+        finally:
+            await router.aclose()
+
+    summary = asyncio.run(run())
+    if args.json:
+        print(json.dumps(summary_dict(summary), indent=2))
+    else:
+        print("\n".join(summary_lines(summary)))
+    if summary.interrupted:
+        sig = signal.SIGTERM if "SIGTERM" in summary.stopped_by else signal.SIGINT
+        return 128 + int(sig)
+    return 0 if summary.best is not None else 1
+
+
+class ProgressDisplay:
+    """Shows the search's progress on stderr: a live line on a terminal, else a log line.
+
+    Args:
+        console: The stderr console.
+        study: Study name.
+    """
+
+    def __init__(self, console: Console, study: str) -> None:
+        self.console = console
+        self.study = study
+        self.started = time.monotonic()
+        self._live: Live | None = None
+        self._last: Status | None = None
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.console.is_terminal:
+            self._live = Live(Text(""), console=self.console, refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def line(self, status: Status) -> str:
+        """The status line: trials, best mean, tokens, cost, elapsed."""
+        spent, budget = status.spent, status.budget
+        trials = f"{spent.trials}" + (f"/{budget.trials}" if budget.trials else "")
+        best = "-" if status.best is None else f"{status.best:.4g} (trial {status.best_trial})"
+        return (
+            f"[{self.study}] trials {trials} done, {status.running} running, "
+            f"{spent.failed} failed | best mean {best} | tokens {spent.tokens:,} | "
+            f"cost ${spent.cost:.4f} | elapsed {_duration(spent.elapsed)}"
+        )
+
+    def update(self, status: Status) -> None:
+        """Shows ``status`` (the search's observer)."""
+        self._last = status
+        if self._live is not None:
+            if status.message:
+                self.console.print(Text(status.message, style="dim"))
+            self._live.update(Text(self.line(status)))
+            return
+        if status.message:
+            self.console.print(Text(f"{self.line(status)} | {status.message}"), soft_wrap=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def summary_lines(summary: SearchSummary) -> list[str]:
+    """How the search ended, the best config and its statistics, and the exports."""
+    spent = summary.spent
+    session = len(summary.session_trials)
+    lines = [
+        f"Search {summary.study!r} stopped by {summary.stopped_by}.",
+        f"Trials: {spent.trials} finished ({session} ended this session), {spent.failed} failed; "
+        f"tokens {spent.tokens:,}; estimated cost ${spent.cost:.4f}; "
+        f"search time {_duration(spent.elapsed)}",
+    ]
+    if summary.stale:
+        lines.append(
+            "Marked failed on resume (their process had died): trials "
+            + ", ".join(map(str, summary.stale))
+        )
+    best = summary.best
+    if best is None or summary.best_config is None:
+        lines.append("No trial completed, so there is no best config yet.")
+        return lines
+    attrs = best.user_attrs
+    scores = [float(s) for s in attrs.get("scores", [])]
+    top = float(attrs.get("max_score", 0.0))
+    lines.append(
+        f"Best: trial {best.number}: mean {float(attrs.get('mean', 0.0)):.4g}/{top:g} "
+        f"(std {float(attrs.get('std', 0.0)):.3g}, n={len(scores)}, "
+        f"95% LCB {lower_confidence_bound(scores):.4g}), scores {scores}, "
+        f"max-score rate {float(attrs.get('max_rate', 0.0)):.0%}"
+    )
+    for confirmation in summary.confirmations:
+        marker = "*" if confirmation.number == best.number else " "
+        lines.append(
+            f" {marker} confirmed trial {confirmation.number} with {confirmation.repeats} "
+            f"repeats: mean {confirmation.mean:.4g}/{confirmation.max_score:g}, std "
+            f"{confirmation.std:.3g}, 95% LCB {confirmation.lcb:.4g}, max-score rate "
+            f"{confirmation.max_rate:.0%}"
+        )
+    rates = attrs.get("test_pass_rates") or {}
+    if rates:
+        shown = ", ".join(f"{name} {rate:.0%}" for name, rate in rates.items())
+        lines.append(f"Per-test pass rates: {shown}")
+    if summary.pareto:
+        names = ", ".join(summary.objectives)
+        lines.append(
+            f"Pareto front ({names}): trials {', '.join(map(str, summary.pareto))}; "
+            f"`moa-opt export --study {summary.study}` writes every config of the front"
+        )
+    lines.append("Config:")
+    text = yaml.safe_dump(config_to_dict(summary.best_config), sort_keys=False, width=100)
+    lines += ["  " + line for line in text.rstrip().splitlines()]
+    if summary.exports:
+        workshop, ours = summary.exports
+        lines.append(f"Exported: {workshop} (workshop JSON), {ours} (YAML)")
+    return lines

@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from moa_cli import moa_opt
+from openai_server import OpenAIServer
+
+from optimizer._config import config_from_workshop, config_to_dict, load_config
+from optimizer._storage import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+GOOD = """```python
+def calculate_user_metrics(users, start_date, end_date):
+    empty = {"average_engagement": 0, "top_performers": [], "active_count": 0}
+    if not isinstance(users, list):
+        return empty
+    if not isinstance(start_date, str) or not isinstance(end_date, str):
+        return empty
+    if start_date > end_date:
+        return empty
+    scored = []
+    for user in users:
+        if not isinstance(user, dict):
+            continue
+        if any(k not in user for k in ("last_login", "posts", "comments", "likes", "days_active")):
+            continue
+        if not (start_date <= user["last_login"] <= end_date):
+            continue
+        try:
+            days = user["days_active"]
+            raw = user["posts"] * 2 + user["comments"] * 1.5 + user["likes"] * 0.1
+            engagement = raw / days if days else 0
+        except (TypeError, ValueError):
+            continue
+        scored.append((engagement, user))
+    if not scored:
+        return empty
+    ranked = sorted(scored, key=lambda pair: pair[0], reverse=True)
+    return {
+        "average_engagement": sum(e for e, _ in scored) / len(scored),
+        "top_performers": [u for _, u in ranked[:5]],
+        "active_count": len(scored),
+    }
+```"""
+
+NAIVE = """```python
+def calculate_user_metrics(users, start_date, end_date):
+    total = 0
+    for u in users:
+        if u["last_login"] >= start_date and u["last_login"] <= end_date:
+            total += (u["posts"] * 2 + u["comments"] * 1.5 + u["likes"] * 0.1) / u["days_active"]
+    count = len(users)
+    return {"average_engagement": total / count, "top_performers": users[:5], "active_count": count}
+```"""
+
+
+def code_responder(body: dict[str, Any]) -> str:
+    """The main agent answers GOOD code on even seeds and NAIVE code on odd ones."""
+    system = next(m["content"] for m in body["messages"] if m["role"] == "system")
+    if not system.startswith("MAIN"):
+        return "Layer notes: validate input, skip users with missing keys."
+    return GOOD if (body.get("seed") or 0) % 2 == 0 else NAIVE
+
+
+def write_yaml(path: Path, main_prompt: str = "MAIN: implement it. {helper_response}") -> Path:
+    data = {
+        "main": {
+            "name": "main",
+            "model": "llama3.1-8b",
+            "temperature": 0.0,
+            "system_prompt": main_prompt,
+        },
+        "cycles": 1,
+        "layer_agents": [
+            {
+                "name": "helper",
+                "model": "llama3.1-8b",
+                "temperature": 0.0,
+                "system_prompt": "Help. {helper_response}",
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def code_server() -> Any:
+    with OpenAIServer(code_responder) as server:
+        yield server
+
+
+def reproduce_json(
+    cwd: Path, server: OpenAIServer, *configs: str, repeats: int = 4
+) -> dict[str, Any]:
+    done = moa_opt(
+        "reproduce",
+        *configs,
+        "--repeats",
+        str(repeats),
+        "--base-url",
+        server.base_url,
+        "--json",
+        cwd=cwd,
+    )
+    assert done.returncode == 0, done.stderr
+    data: dict[str, Any] = json.loads(done.stdout)
+    return data
+
+
+def test_reproduce_prints_every_statistic_side_by_side(
+    tmp_path: Path, code_server: OpenAIServer
+) -> None:
+    write_yaml(tmp_path / "plain.yaml")
+    write_yaml(tmp_path / "layered.yaml", "MAIN with help: {helper_response}")
+    done = moa_opt(
+        "reproduce",
+        "plain.yaml",
+        "layered.yaml",
+        "--repeats",
+        "2",
+        "--base-url",
+        code_server.base_url,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    for label in (
+        "plain.yaml",
+        "layered.yaml",
+        "scores",
+        "mean",
+        "std",
+        "min",
+        "max",
+        "max-score rate",
+    ):
+        assert label in done.stdout
+    assert "/ 120" in done.stdout
+    # progress goes to stderr, one line per graded run when stderr is not a terminal
+    assert "[4/4]" in done.stderr and "repeat 1" in done.stderr
+
+
+def test_rerun_is_cached_and_gives_the_same_scores(
+    tmp_path: Path, code_server: OpenAIServer
+) -> None:
+    write_yaml(tmp_path / "c.yaml")
+    first = reproduce_json(tmp_path, code_server, "c.yaml")["configs"][0]
+    requests = len(code_server.chat_requests)
+    second = reproduce_json(tmp_path, code_server, "c.yaml")["configs"][0]
+    assert len(code_server.chat_requests) == requests == 4 * 2
+    assert second["scores"] == first["scores"]
+    assert second["cache_hits"] == second["calls"] == 8
+    scores = first["scores"]
+    assert scores[0] == scores[2] and scores[1] == scores[3] and scores[0] > scores[1]
+    assert first["max_score"] == 120 and len(first["test_pass_rates"]) == 11
+    assert first["mean"] == pytest.approx(sum(scores) / 4)
+
+
+def test_an_exported_config_reproduces_the_search_scores(
+    tmp_path: Path, code_server: OpenAIServer
+) -> None:
+    config = load_config(write_yaml(tmp_path / "found.yaml"))
+    searched = reproduce_json(tmp_path, code_server, "found.yaml")["configs"][0]
+    # the search stored this config in its best trial
+    study = optuna.create_study(
+        study_name="s", storage=open_storage("s", runs_dir=tmp_path / "runs"), direction="maximize"
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=searched["mean"],
+            user_attrs={"config": config_to_dict(config), "mean": searched["mean"]},
+        )
+    )
+    exported = moa_opt("export", "--study", "s", "-o", "best.json", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert config_from_workshop(json.loads((tmp_path / "best.json").read_text())) == config
+    requests = len(code_server.chat_requests)
+    again = reproduce_json(tmp_path, code_server, "best.json")["configs"][0]
+    assert again["scores"] == searched["scores"]
+    assert again["cache_hits"] == again["calls"]
+    assert len(code_server.chat_requests) == requests
+
+
+def test_unknown_grader_or_task_is_one_line(tmp_path: Path) -> None:
+    write_yaml(tmp_path / "c.yaml")
+    done = moa_opt(
+        "reproduce",
+        "c.yaml",
+        "--grader",
+        "nope",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("moa-opt: error: --grader:")
+    done = moa_opt("reproduce", "c.yaml", "--task", "no-such-task", cwd=tmp_path)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("moa-opt: error: --task:")
