@@ -95,6 +95,19 @@ class BaseGrader(abc.ABC):
 
     name: ClassVar[str] = ""
 
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any], where: str) -> None:
+        """Checks a task's ``params`` when the task file is loaded.
+
+        Args:
+            params: The task's grader parameters.
+            where: The task file and field, for messages (``fizzbuzz.yaml: params``).
+
+        Raises:
+            GraderError: A parameter is missing or wrong; the message names it.
+        """
+        return None  # a grader without parameters accepts any
+
     @abc.abstractmethod
     def grade(self, response: str, task: Task) -> GradeResult:
         """Scores ``response`` (a raw model answer) on ``task``.

@@ -4,7 +4,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from openai_server import OpenAIServer
 
 SECRET = "sk-test-PLANTED-SECRET-0123456789abcdef"

@@ -15,13 +15,13 @@ __all__ = ["main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the parser with every command registered."""
-    from optimizer.cli import models, run, search, studies
+    from optimizer.cli import export, grade, models, reproduce, run, search, studies
 
     parser = _Parser(
         prog="moa-opt", description="Search, run and reproduce Mixture-of-Agents configs."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, models, search, studies):
+    for module in (run, search, reproduce, export, studies, grade, models):
         module.register(commands)
     return parser
 

@@ -1,0 +1,548 @@
+"""The program that runs inside the sandbox: it loads candidate code and reports plain values.
+
+The grader runs this file in a fresh ``python -I`` process (inside bubblewrap where available):
+a short bootstrap reads this module's code object, compiled once by the grader, from stdin and
+runs it. The grader never imports it. Standard library only, and no ``json`` (start-up time).
+
+Before any candidate code runs it lowers its own rlimits, sends what the candidate prints to
+stderr (capped), and installs a seccomp filter that refuses new processes, program execution,
+signals to other processes, tracing and non-Unix sockets.
+
+Protocol: one job on stdin (``marshal`` data from the grader); JSON lines on the result
+descriptor (the original stdout):
+``ready``, then ``loaded`` or ``load_error``, then ``start`` and ``outcome`` per test, then
+``done``. Values are sent in a tagged form that only plain data can take: scalars as JSON, and
+``["list", [...]]``, ``["tuple", [...]]``, ``["dict", [[k, v], ...]]``, ``["set", [...]]``,
+``["frozenset", [...]]``, ``["opaque", type_name, reason]``. Containers and scalars are read
+through the built-in types' own methods, so subclasses that override ``__eq__``, ``get``,
+``__len__``, ``__iter__`` and so on are sent as the plain data they hold.
+"""
+
+from __future__ import annotations
+
+import builtins
+import marshal
+import os
+import resource
+import signal
+import struct
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, NamedTuple
+
+try:  # the C string encoder; importing json would cost more than the rest of start-up
+    from _json import encode_basestring_ascii as _json_string
+except ImportError:  # pragma: no cover - CPython always has _json
+    from json.encoder import encode_basestring_ascii as _json_string
+
+_TYPE_NAME = type.__dict__["__name__"]
+_CANDIDATE_FILE = "<candidate>"
+_ALARM_REPEAT = 0.05
+_MAX_ERROR_CHARS = 500
+_MAX_INT_BITS = 10_000
+
+
+class _Timeout(BaseException):
+    """A test ran past its time limit."""
+
+
+class _Guard:
+    """Raises ``_Timeout`` in the candidate's code once a test's time is up, and repeatedly after.
+
+    The alarm raises only while armed and only into the candidate's own code (frames compiled
+    from its files), never into the runner or pytest, whose bookkeeping must not be torn.
+
+    Args:
+        is_candidate: Whether a code object's file name is one of the candidate's.
+    """
+
+    def __init__(self, is_candidate: Callable[[str], bool]) -> None:
+        self.armed = False
+        self.fired = False
+        self._is_candidate = is_candidate
+        signal.signal(signal.SIGALRM, self._on_alarm)
+
+    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
+        if self.armed and frame is not None and self._is_candidate(frame.f_code.co_filename):
+            self.fired = True
+            raise _Timeout
+
+    def arm(self, seconds: float) -> None:
+        self.fired = False
+        self.armed = True
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001), _ALARM_REPEAT)
+
+    def disarm(self) -> None:
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+class _Reporter:
+    """Writes JSON lines to the result descriptor."""
+
+    def __init__(self, fd: int, max_line_bytes: int) -> None:
+        self._fd = fd
+        self._max_line_bytes = max_line_bytes
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = (_to_json(message) + "\n").encode()
+        if len(data) > self._max_line_bytes and "value" in message:
+            big = ["opaque", "result", "too large to send back"]
+            data = (_to_json({**message, "value": big, "args": big}) + "\n").encode()
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            os._exit(3)
+
+
+def _to_json(value: Any) -> str:
+    """JSON for the runner's own messages: dicts with str keys, lists and exact scalars."""
+    kind = type(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        return float.__repr__(value)
+    if kind is str:
+        return str(_json_string(value))
+    if kind is list:
+        return "[" + ",".join(_to_json(item) for item in value) + "]"
+    if kind is dict:
+        return "{" + ",".join(_json_string(k) + ":" + _to_json(v) for k, v in value.items()) + "}"
+    raise TypeError(f"cannot send {kind!r}")
+
+
+class _CappedOutput:
+    """Stands in for ``sys.stdout``/``sys.stderr``: forwards to fd 2 up to a byte budget."""
+
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self, limit: int) -> None:
+        self._left = limit
+
+    def write(self, text: str) -> int:
+        if type(text) is not str:
+            raise TypeError("write() argument must be str")
+        if self._left > 0:
+            data = text.encode("utf-8", "replace")[: self._left]
+            self._left -= len(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(2, view) :]
+        return len(text)
+
+    def writelines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        return None
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return 2
+
+    def writable(self) -> bool:
+        return True
+
+
+class _TooLarge(Exception):
+    """The value holds more data than may be sent back."""
+
+
+class _Encoder:
+    """Turns a value into the tagged plain form, within a budget of values and characters.
+
+    A value over budget is sent as one opaque value as a whole: a cut-down copy would compare
+    as something it is not.
+    """
+
+    def __init__(self, max_values: int, max_chars: int, max_depth: int) -> None:
+        self._max_values = max_values
+        self._max_chars = max_chars
+        self._max_depth = max_depth
+        self._values_left = max_values
+        self._chars_left = max_chars
+
+    def encode(self, value: Any) -> Any:
+        self._values_left, self._chars_left = self._max_values, self._max_chars
+        try:
+            return self._encode(value, 0)
+        except _TooLarge:
+            return _opaque(type(value), "too large to send back")
+
+    def _encode(self, value: Any, depth: int) -> Any:
+        kind = type(value)
+        self._values_left -= 1
+        if self._values_left < 0:
+            raise _TooLarge
+        if value is None or kind is bool:
+            return value
+        if issubclass(kind, int):
+            number = int.__index__(value)
+            if number.bit_length() > _MAX_INT_BITS:
+                return _opaque(kind, "integer too large to send back")
+            return number
+        if issubclass(kind, float):
+            return float.__float__(value)
+        if issubclass(kind, str):
+            text = str.__str__(value)
+            self._chars_left -= len(text)
+            if self._chars_left < 0:
+                raise _TooLarge
+            return text
+        if depth >= self._max_depth:
+            return _opaque(kind, "nested too deeply to send back")
+        inner = depth + 1
+        if issubclass(kind, dict):
+            pairs = dict.items(value)
+            return ["dict", [[self._encode(k, inner), self._encode(v, inner)] for k, v in pairs]]
+        if issubclass(kind, list):
+            return ["list", [self._encode(x, inner) for x in list.__iter__(value)]]
+        if issubclass(kind, tuple):
+            return ["tuple", [self._encode(x, inner) for x in tuple.__iter__(value)]]
+        if issubclass(kind, frozenset):
+            return ["frozenset", [self._encode(x, inner) for x in frozenset.__iter__(value)]]
+        if issubclass(kind, set):
+            return ["set", [self._encode(x, inner) for x in set.__iter__(value)]]
+        return _opaque(kind, "not plain data")
+
+
+def _opaque(kind: type, reason: str) -> list[str]:
+    return ["opaque", str(_TYPE_NAME.__get__(kind)), reason]
+
+
+def _describe(error: BaseException) -> str:
+    """Returns ``Type: message`` for an exception; printing it may run candidate code."""
+    name = str(_TYPE_NAME.__get__(type(error)))
+    try:
+        text = str(error)
+    except _Timeout:
+        raise
+    except BaseException:
+        text = "<the exception could not be printed>"
+    if type(text) is not str:
+        text = ""
+    text = text[:_MAX_ERROR_CHARS]
+    return f"{name}: {text}" if text else name
+
+
+def _run_guarded(guard: _Guard, seconds: float, action: Callable[[], Any]) -> tuple[str, Any, str]:
+    """Runs ``action`` under the time limit; returns ``(status, result, error)``.
+
+    Status is ``returned``, ``raised`` (any BaseException, SystemExit included) or ``timeout``.
+    """
+    try:
+        guard.arm(seconds)
+        try:
+            result = action()
+            guard.disarm()
+            return "returned", result, ""
+        except _Timeout:
+            guard.disarm()
+            return "timeout", None, f"timed out after {seconds:g} s"
+        except BaseException as error:
+            message = _describe(error)
+            guard.disarm()
+            return "raised", None, message
+    except _Timeout:
+        while True:
+            try:
+                guard.disarm()
+                break
+            except _Timeout:
+                continue
+        return "timeout", None, f"timed out after {seconds:g} s"
+
+
+def _run_calls(job: dict[str, Any], reporter: _Reporter, guard: _Guard) -> None:
+    """Loads the candidate and calls its function once per call of the job."""
+    namespace: dict[str, Any] = {"__name__": "candidate", "__builtins__": builtins}
+    code = job["code"]
+    status, _, error = _run_guarded(
+        guard,
+        job["load_timeout"],
+        lambda: exec(compile(code, _CANDIDATE_FILE, "exec"), namespace),
+    )
+    if status != "returned":
+        reporter.send({"event": "load_error", "error": error})
+        return
+    function = namespace.get(job["function"])
+    if not callable(function):
+        message = f"the code defines no function named {job['function']!r}"
+        reporter.send({"event": "load_error", "error": message})
+        return
+    reporter.send({"event": "loaded"})
+    skip = set(job["skip"])
+    budget = job["budget"]
+    for call in job["calls"]:
+        name = call["name"]
+        if name in skip:
+            continue
+        reporter.send({"event": "start", "name": name})
+        args = marshal.loads(call["args"])
+
+        def action(args: list[Any] = args) -> tuple[Any, Any]:
+            returned = function(*args)
+            encoder = _Encoder(budget["values"], budget["chars"], budget["depth"])
+            return encoder.encode(returned), encoder.encode(args)
+
+        status, result, error = _run_guarded(guard, job["test_timeout"], action)
+        value, args_after = result if status == "returned" else (None, None)
+        reporter.send(
+            {
+                "event": "outcome",
+                "name": name,
+                "status": status,
+                "value": value,
+                "args": args_after,
+                "error": error,
+            }
+        )
+
+
+def _run_pytest(job: dict[str, Any], reporter: _Reporter) -> None:
+    """Runs pytest on the job's files, reporting each test as it starts and ends."""
+    import tempfile
+
+    workdir = tempfile.mkdtemp(prefix="grader-")
+    guard = _Guard(lambda name: name.startswith(workdir + os.sep))
+    for name, text in job["files"].items():
+        with builtins.open(os.path.join(workdir, name), "w", encoding="utf-8") as handle:
+            handle.write(text)
+    ini = os.path.join(workdir, "pytest.ini")
+    with builtins.open(ini, "w", encoding="utf-8") as handle:
+        handle.write("[pytest]\n")
+    os.chdir(workdir)
+    sys.path.insert(0, workdir)
+    sys.dont_write_bytecode = True
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    skip = set(job["skip"])
+    test_timeout = job["test_timeout"]
+
+    class Plugin:
+        status = "passed"
+        error = ""
+
+        def pytest_collection_modifyitems(self, config: Any, items: list[Any]) -> None:
+            guard.disarm()
+            kept = [item for item in items if item.nodeid not in skip]
+            dropped = [item for item in items if item.nodeid in skip]
+            if dropped:
+                config.hook.pytest_deselected(items=dropped)
+            items[:] = kept
+
+        def pytest_collectreport(self, report: Any) -> None:
+            if report.failed:
+                reporter.send(
+                    {
+                        "event": "outcome",
+                        "name": report.nodeid or "collection",
+                        "status": "error",
+                        "error": _tail(report.longreprtext),
+                    }
+                )
+
+        def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
+            self.status, self.error = "passed", ""
+            reporter.send({"event": "start", "name": nodeid})
+            guard.arm(test_timeout)
+
+        def pytest_runtest_logreport(self, report: Any) -> None:
+            if self.status != "passed":
+                return
+            if report.failed:
+                self.status = "failed" if report.when == "call" else "error"
+                self.error = _tail(report.longreprtext)
+            elif report.skipped:
+                self.status, self.error = "skipped", "skipped"
+
+        def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
+            guard.disarm()
+            status, error = self.status, self.error
+            if guard.fired:
+                status, error = "timeout", f"timed out after {test_timeout:g} s"
+            reporter.send({"event": "outcome", "name": nodeid, "status": status, "error": error})
+
+    guard.arm(job["load_timeout"])
+    try:
+        import pytest
+
+        pytest.main(
+            [
+                job["test_file"],
+                "-q",
+                "--color=no",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:faulthandler",
+                "-c",
+                ini,
+                "--rootdir",
+                workdir,
+            ],
+            plugins=[Plugin()],
+        )
+    except _Timeout:
+        reporter.send({"event": "load_error", "error": "pytest timed out while collecting"})
+    finally:
+        guard.disarm()
+
+
+def _tail(text: str, limit: int = 1500) -> str:
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def _apply_limits(limits: dict[str, int]) -> None:
+    """Lowers this process's rlimits; raising is never attempted."""
+    wanted = [
+        (resource.RLIMIT_CPU, limits["cpu_seconds"], limits["cpu_seconds"] + 1),
+        (resource.RLIMIT_AS, limits["memory_bytes"], limits["memory_bytes"]),
+        (resource.RLIMIT_NPROC, limits["processes"], limits["processes"]),
+        (resource.RLIMIT_FSIZE, limits["file_bytes"], limits["file_bytes"]),
+        (resource.RLIMIT_NOFILE, limits["open_files"], limits["open_files"]),
+        (resource.RLIMIT_CORE, 0, 0),
+    ]
+    for which, soft, hard in wanted:
+        _, current = resource.getrlimit(which)
+        if current != resource.RLIM_INFINITY:
+            hard = min(hard, current)
+            soft = min(soft, hard)
+        resource.setrlimit(which, (soft, hard))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails instead of killing
+
+
+# Seccomp: a classic BPF program over struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}.
+class _Syscalls(NamedTuple):
+    """Syscall numbers the filter looks at, for one architecture."""
+
+    clone: int
+    clone3: int
+    kill: int
+    tgkill: int
+    socket: int
+    denied: tuple[int, ...]
+
+
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_SYSCALLS = {
+    # denied: fork vfork execve execveat ptrace tkill process_vm_readv/writev pidfd_send_signal
+    "x86_64": _Syscalls(56, 435, 62, 234, 41, (57, 58, 59, 322, 101, 200, 310, 311, 424)),
+    "aarch64": _Syscalls(220, 435, 129, 131, 198, (221, 281, 117, 130, 270, 271, 424)),
+}
+_LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_ALLOW, _ERRNO = 0x7FFF0000, 0x00050000
+_EPERM, _ENOSYS = 1, 38
+_CLONE_THREAD, _AF_UNIX = 0x00010000, 1
+_X32_BIT = 0x40000000
+
+
+def _seccomp_program(machine: str, pid: int) -> bytes | None:
+    """Assembles the filter for ``machine``; None where the syscall table is not known."""
+    arch = _AUDIT_ARCH.get(machine)
+    table = _SYSCALLS.get(machine)
+    if arch is None or table is None:
+        return None
+    code: list[tuple[int, int | str, int | str, int]] = [
+        (_LD_ABS, 0, 0, 4),
+        (_JEQ, 0, "deny", arch),  # another ABI (int 0x80 from x86_64) is refused outright
+        (_LD_ABS, 0, 0, 0),
+    ]
+    if machine == "x86_64":
+        code.append((_JGE, "deny", 0, _X32_BIT))
+    code += [
+        (_JEQ, "enosys", 0, table.clone3),  # libc falls back to clone
+        (_JEQ, "clone", 0, table.clone),
+        (_JEQ, "self", 0, table.kill),
+        (_JEQ, "self", 0, table.tgkill),
+        (_JEQ, "unix", 0, table.socket),
+    ]
+    code += [(_JEQ, "deny", 0, number) for number in table.denied]
+    labels: dict[str, int] = {}
+    code.append((_RET, 0, 0, _ALLOW))
+    labels["clone"] = len(code)
+    code += [(_LD_ABS, 0, 0, 16), (_JSET, "allow", "deny", _CLONE_THREAD)]
+    labels["self"] = len(code)
+    code += [(_LD_ABS, 0, 0, 16), (_JEQ, "allow", "deny", pid)]
+    labels["unix"] = len(code)
+    code += [(_LD_ABS, 0, 0, 16), (_JEQ, "allow", "deny", _AF_UNIX)]
+    labels["allow"] = len(code)
+    code.append((_RET, 0, 0, _ALLOW))
+    labels["deny"] = len(code)
+    code.append((_RET, 0, 0, _ERRNO | _EPERM))
+    labels["enosys"] = len(code)
+    code.append((_RET, 0, 0, _ERRNO | _ENOSYS))
+
+    def offset(target: int | str, index: int) -> int:
+        return labels[target] - index - 1 if isinstance(target, str) else target
+
+    return b"".join(
+        struct.pack("=HBBI", op, offset(jt, i), offset(jf, i), k)
+        for i, (op, jt, jf, k) in enumerate(code)
+    )
+
+
+def _install_seccomp() -> bool:
+    """Installs the filter on this process; returns whether it is in force."""
+    program = _seccomp_program(os.uname().machine, os.getpid())
+    if program is None:
+        return False
+    import ctypes
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return False
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    buffer = ctypes.create_string_buffer(program, len(program))
+    filter_program = Program(len(program) // 8, ctypes.addressof(buffer))
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    if prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
+        return False
+    address = ctypes.addressof(filter_program)
+    return bool(prctl(pr_set_seccomp, seccomp_mode_filter, address, 0, 0) == 0)
+
+
+def main() -> None:
+    """Runs one job: reads it from stdin, reports on the original stdout, then exits."""
+    job = marshal.loads(sys.stdin.buffer.read())
+    result_fd = os.dup(1)
+    os.dup2(2, 1)  # raw writes to fd 1 land with the rest of the output
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    reporter = _Reporter(result_fd, job["max_line_bytes"])
+    _apply_limits(job["limits"])
+    seccomp = _install_seccomp()
+    if job["mode"] == "calls":
+        sys.stdout = sys.stderr = _CappedOutput(job["max_output_bytes"])
+    reporter.send({"event": "ready", "seccomp": seccomp})
+    if job["mode"] == "calls":
+        _run_calls(job, reporter, _Guard(lambda name: name == _CANDIDATE_FILE))
+    else:
+        _run_pytest(job, reporter)
+    reporter.send({"event": "done"})
+    os._exit(0)  # skip atexit handlers and finalizers the candidate may have left
+
+
+if __name__ == "__main__":
+    main()
