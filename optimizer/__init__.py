@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from optimizer._catalog import Catalog, CatalogError, check_context
 from optimizer._config import (
     DEFAULT_AGGREGATION_TEMPLATE,
     AgentSpec,
@@ -15,21 +16,55 @@ from optimizer._config import (
     save_config,
 )
 from optimizer._errors import UserError
+from optimizer._evaluate import Evaluation, RunResult, evaluate, write_transcript
+from optimizer._export import ExportedConfig, ExportError, best_configs
 from optimizer._moa import CallRecord, MoAResult, run_moa
+from optimizer._objective import Objective, parse_objectives
+from optimizer._prompts import PromptPool, PromptVariant, mutation_round
+from optimizer._reproduce import Reproduction, reproduce
+from optimizer._space import SearchSpace, SpaceError, load_space
+from optimizer._storage import StorageError, StudyNotFoundError, load_study, open_storage
+from optimizer._study import Search, SearchSummary
 
 __all__ = [
     "DEFAULT_AGGREGATION_TEMPLATE",
     "AgentSpec",
     "CallRecord",
+    "Catalog",
+    "CatalogError",
     "ConfigError",
+    "Evaluation",
+    "ExportError",
+    "ExportedConfig",
     "MoAConfig",
     "MoAResult",
+    "Objective",
+    "PromptPool",
+    "PromptVariant",
+    "Reproduction",
+    "RunResult",
+    "Search",
+    "SearchSpace",
+    "SearchSummary",
+    "SpaceError",
+    "StorageError",
+    "StudyNotFoundError",
     "UserError",
+    "best_configs",
+    "check_context",
     "config_from_dict",
     "config_from_workshop",
     "config_to_dict",
     "config_to_workshop",
+    "evaluate",
     "load_config",
-    "save_config",
+    "load_space",
+    "load_study",
+    "mutation_round",
+    "open_storage",
+    "parse_objectives",
+    "reproduce",
     "run_moa",
+    "save_config",
+    "write_transcript",
 ]

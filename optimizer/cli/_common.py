@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.console import Console
+
 from optimizer.providers import ResponseCache, Router, parse_model_map
 
 __all__ = [
     "DEFAULT_CACHE",
     "add_model_flags",
     "build_router",
+    "console",
     "nonnegative_int",
     "positive_int",
 ]
@@ -82,3 +85,11 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console; when not a terminal, wide enough that tables are not cut to 80 columns."""
+    out = Console(stderr=stderr, soft_wrap=True)
+    if not out.is_terminal:
+        out = Console(stderr=stderr, soft_wrap=True, width=max(out.width, 160))
+    return out

@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -20,6 +19,7 @@ from graders import (
     load_task,
 )
 from optimizer._errors import UserError
+from optimizer.cli._common import console
 
 __all__ = ["handle_grade", "handle_graders", "register"]
 
@@ -85,10 +85,10 @@ def handle_graders(args: argparse.Namespace) -> int:
     table = Table("grader", "from", "what it does")
     for info in list_graders():
         table.add_row(escape(info.name), escape(info.origin), escape(info.summary))
-    console = Console()
-    console.print(table)
+    out = console()
+    out.print(table)
     isolation = check_isolation()
-    console.print(f"Sandbox isolation here: {isolation.level}: {escape(isolation.detail)}")
+    out.print(f"Sandbox isolation here: {isolation.level}: {escape(isolation.detail)}")
     return 0
 
 
@@ -98,9 +98,9 @@ def _print_result(result: GradeResult, title: str) -> None:
         verdict = "[green]pass[/]" if test.passed else "[red]FAIL[/]"
         points = f"{_number(test.points)}/{_number(test.max_points)}"
         table.add_row(escape(test.name), points, verdict, escape(test.message))
-    console = Console()
-    console.print(table)
-    console.print(
+    out = console()
+    out.print(table)
+    out.print(
         f"Total: {_number(result.score)}/{_number(result.max_score)}"
         f"    isolation: {result.isolation}"
     )

@@ -14,7 +14,7 @@ from rich.table import Table
 from optimizer._config import MoAConfig, load_config
 from optimizer._errors import UserError
 from optimizer._moa import MoAResult, prompts_missing_placeholder, run_moa
-from optimizer.cli._common import add_model_flags, build_router, nonnegative_int
+from optimizer.cli._common import add_model_flags, build_router, console, nonnegative_int
 
 __all__ = ["register"]
 
@@ -60,7 +60,7 @@ def handle(args: argparse.Namespace) -> int:
     """Runs the command."""
     config = load_config(args.config)
     prompt = task_prompt(args.task, args.prompt)
-    err = Console(stderr=True)
+    err = console(stderr=True)
     for agent in prompts_missing_placeholder(config):
         err.print(
             f"[yellow]warning:[/] {args.config}: agent {agent!r} has no {{helper_response}} "
@@ -71,7 +71,7 @@ def handle(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print(result.answer)
-        Console().print(call_table(result))
+        console().print(call_table(result))
     return 0
 
 

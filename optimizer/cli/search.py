@@ -114,7 +114,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=nonnegative_int,
         default=0,
         metavar="N",
-        help="re-evaluate the top trials with N repeats at the end (default 0: off)",
+        help="re-evaluate the top trials with N repeats once a budget stops the search "
+        "(not on Ctrl-C; its spending counts towards a resumed study's budgets; default 0: off)",
     )
     parser.add_argument(
         "--confirm-top",

@@ -138,12 +138,14 @@ def test_resume_after_sigkill_keeps_completed_trials(tmp_path: Path) -> None:
         before = {t.number: t for t in study(tmp_path).trials}
         kept = [n for n, t in before.items() if t.state == TrialState.COMPLETE]
         lost = [n for n, t in before.items() if t.state == TrialState.RUNNING]
-        assert len(kept) >= 3 and lost
+        assert len(kept) >= 3  # and almost always a trial in flight (lost)
         target = len(kept) + 2
         done = moa_opt(*args, "--trials", str(target), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"stopped by trials budget ({target} trials)" in done.stdout
-    assert "Marked failed on resume (their process had died): trials" in done.stdout
+    if lost:
+        marked = ", ".join(map(str, sorted(lost)))
+        assert f"Marked failed on resume (their process had died): trials {marked}" in done.stdout
     after = study(tmp_path).trials
     for number in kept:
         assert after[number].state == TrialState.COMPLETE
@@ -175,7 +177,7 @@ def test_sigterm_stops_cleanly_with_a_summary(tmp_path: Path) -> None:
 
 def test_two_worker_processes_share_one_study_and_its_prompt_pool(tmp_path: Path) -> None:
     space = space_file(tmp_path, mutation={"every": 2, "variants": 2})
-    with OpenAIServer(seed_responder, latency=0.05) as server:
+    with OpenAIServer(seed_responder, latency=0.2) as server:
         args = ("search", "--space", str(space), "--study", "shared", "--trials", "12")
         first = spawn(*args, "--base-url", server.base_url, cwd=tmp_path)
         second = spawn(*args, "--base-url", server.base_url, cwd=tmp_path)
@@ -224,5 +226,5 @@ def test_studies_lists_trial_counts_and_best_scores(tmp_path: Path) -> None:
     table = moa_opt("studies", cwd=tmp_path)
     assert "one" in table.stdout and "two" in table.stdout
     journal = tmp_path / "runs" / "one" / "journal.log"
-    single = json.loads(moa_opt("studies", "--storage", str(journal), "--json", cwd=tmp_path).stdout)
-    assert [r["study"] for r in single] == ["one"]
+    single = moa_opt("studies", "--storage", str(journal), "--json", cwd=tmp_path)
+    assert [r["study"] for r in json.loads(single.stdout)] == ["one"]

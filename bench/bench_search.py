@@ -1,0 +1,457 @@
+"""Benchmarks of the search: the optimizer's own overhead, and search strategies compared.
+
+``overhead``: a search on ``search_spaces/smoke.yaml`` (its real task and grader) against the
+loopback OpenAI-compatible server of the tests with zero latency, running in a child process
+so its threads do not compete with the search for this process's GIL. Every model call and
+every grading is timed; the optimizer's overhead is the search's wall time outside all of
+them (sampling, storage, user attrs, transcripts, bookkeeping), per trial and as a share of
+the wall time (target: under 5%).
+
+``compare``: at an equal number of trials on the embedded model (``challenge-local.yaml``;
+hours on 2 cores), three arms: the workshop's baseline config alone (re-run with a new seed
+each trial), random search without prompt mutation, and TPE with prompt mutation. Each arm
+reports its best mean score and the trial that first reached it, and every trial goes to a
+CSV and a plot of score vs trial. Studies live in ``runs/bench-<arm>/`` and resume if the
+command is run again.
+
+Usage:
+    PYTHONPATH=. .venv/bin/python bench/bench_search.py overhead [--trials 40] [--workers 1]
+    PYTHONPATH=. .venv/bin/python bench/bench_search.py compare --trials 60 [--space FILE]
+        [--out bench/results] [--base-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import functools
+import multiprocessing
+import shlex
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, ClassVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import optuna
+from openai_server import OpenAIServer
+
+from graders._base import BaseGrader, GradeResult, Task
+from optimizer._catalog import Catalog
+from optimizer._config import MoAConfig, load_config
+from optimizer._evaluate import evaluate
+from optimizer._prompts import PromptPool
+from optimizer._space import SearchSpace, load_space, task_and_grader
+from optimizer._storage import open_storage
+from optimizer._study import Budget, Search, Status
+from optimizer.providers import ChatRequest, Completion, Provider, ResponseCache, Router
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = ROOT / "search_spaces"
+WORKSHOP = SPACES / "baselines" / "workshop-default.json"
+
+
+def code_responder(body: dict[str, Any]) -> str:
+    """Answers every call with a correct solution of the challenge (graded in the sandbox)."""
+    from challenge_candidates import CLEAN
+
+    return f"Here is the function.\n\n```python\n{CLEAN.strip()}\n```\n"
+
+
+def _serve(latency: float, connection: Connection) -> None:
+    sys.path.insert(0, str(ROOT / "tests" / "graders"))
+    with OpenAIServer(code_responder, latency=latency) as server:
+        connection.send(server.base_url)
+        connection.recv()
+
+
+@contextlib.contextmanager
+def loopback_server(latency: float) -> Iterator[str]:
+    """Runs the test server in a child process; yields its base URL."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_serve, args=(latency, child), daemon=True)
+    process.start()
+    try:
+        yield str(parent.recv())
+    finally:
+        parent.send("stop")
+        process.join(timeout=10)
+
+
+class Intervals:
+    """Collects (start, end) perf_counter intervals; their union is busy time."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+
+    def add(self, start: float, end: float) -> None:
+        """Records one interval."""
+        self.spans.append((start, end))
+
+    def total(self) -> float:
+        """Sum of the intervals' lengths."""
+        return sum(end - start for start, end in self.spans)
+
+
+def union(*groups: Intervals) -> float:
+    """Seconds covered by at least one interval of ``groups``."""
+    spans = sorted(span for group in groups for span in group.spans)
+    covered, reach = 0.0, float("-inf")
+    for start, end in spans:
+        if end > reach:
+            covered += end - max(start, reach)
+            reach = end
+    return covered
+
+
+class TimedProvider(Provider):
+    """Times every ``complete`` of the provider it wraps."""
+
+    def __init__(self, inner: Provider, spans: Intervals) -> None:
+        self.inner = inner
+        self.spans = spans
+        self.name = inner.name
+        self.endpoint = inner.endpoint
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        start = time.perf_counter()
+        try:
+            return await self.inner.complete(request)
+        finally:
+            self.spans.add(start, time.perf_counter())
+
+
+class TimedRouter(Router):
+    """A router whose providers are timed."""
+
+    def __init__(self, spans: Intervals, **options: Any) -> None:
+        super().__init__(**options)
+        self.spans = spans
+        self._timed: dict[int, Provider] = {}
+
+    def resolve(self, model: str) -> tuple[Provider, str]:
+        provider, name = super().resolve(model)
+        timed = self._timed.setdefault(id(provider), TimedProvider(provider, self.spans))
+        return timed, name
+
+
+class TimedGrader(BaseGrader):
+    """Times every ``grade`` of the grader it wraps."""
+
+    name: ClassVar[str] = "timed"
+
+    def __init__(self, inner: BaseGrader, spans: Intervals) -> None:
+        self.inner = inner
+        self.spans = spans
+
+    def grade(self, response: str, task: Task) -> GradeResult:
+        start = time.perf_counter()
+        try:
+            return self.inner.grade(response, task)
+        finally:
+            self.spans.add(start, time.perf_counter())
+
+
+def _overhead_search(
+    space: SearchSpace,
+    name: str,
+    runs: Path,
+    trials: int,
+    workers: int,
+    router: Router,
+    grader: BaseGrader,
+    tasks: Sequence[Task],
+) -> float:
+    """Runs one search; returns its wall time in seconds."""
+    search = Search(
+        space,
+        study_name=name,
+        storage=open_storage(name, runs_dir=runs),
+        study_dir=runs / name,
+        tasks=tasks,
+        grader=grader,
+        router=router,
+        catalog=Catalog.load(),
+        budget=Budget(trials=trials),
+        workers=workers,
+        seed=0,
+        baselines=[("workshop-default", load_config(WORKSHOP))],
+    )
+
+    async def go() -> float:
+        start = time.perf_counter()
+        try:
+            await search.run()
+            return time.perf_counter() - start
+        finally:
+            await router.aclose()
+
+    return asyncio.run(go())
+
+
+def overhead(args: argparse.Namespace, out: Path) -> int:
+    """Runs the overhead benchmark and prints a markdown table."""
+    space = load_space(SPACES / "smoke.yaml")
+    space = replace(space, mutation=replace(space.mutation, every=0))
+    tasks, grader = task_and_grader(space, "smoke.yaml")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    runs = out / f"overhead-{int(time.time())}"
+    with loopback_server(args.latency) as base_url:
+        # a short warm-up search: imports, connection pool, sandbox start-up are not counted
+        warm = Intervals()
+        router = TimedRouter(warm, base_url=base_url, env={})
+        _overhead_search(space, "warm-up", runs, 2, 1, router, grader, tasks)
+        calls, grading = Intervals(), Intervals()
+        router = TimedRouter(calls, base_url=base_url, env={})
+        timed = TimedGrader(grader, grading)
+        wall = _overhead_search(
+            space, "measured", runs, args.trials, args.workers, router, timed, tasks
+        )
+        asyncio.run(router.aclose())
+    study = optuna.load_study(
+        study_name="measured", storage=open_storage("measured", runs_dir=runs)
+    )
+    trials = study.get_trials(deepcopy=False)
+    durations = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in trials
+        if t.datetime_complete and t.datetime_start
+    ]
+    scores = sorted({t.values[0] for t in trials if t.values})
+    busy = union(calls, grading)
+    outside = wall - busy
+    n = len(trials)
+    print(f"`PYTHONPATH=. .venv/bin/python bench/bench_search.py {shlex.join(sys.argv[1:])}`\n")
+    print(
+        f"{n} trials of smoke.yaml ({space.repeats} repeats, {len(tasks)} task instance(s), "
+        f"grader {grader.name}, scores {scores}), {args.workers} worker(s), loopback server "
+        f"with {args.latency:g} s latency in a child process, journal storage, no cache, "
+        f"{len(calls.spans)} model calls, {len(grading.spans)} gradings, after a 2-trial "
+        "warm-up search\n"
+    )
+    print("| measure | total (s) | per trial (ms) |")
+    print("|---|---:|---:|")
+    rows = [
+        ("search wall time", wall),
+        ("inside model calls (union)", union(calls)),
+        ("inside grading (union)", union(grading)),
+        ("inside model calls or grading (union)", busy),
+        ("optimizer overhead (wall - union)", outside),
+        ("trials' own wall time, ask to tell (sum)", sum(durations)),
+    ]
+    for label, seconds in rows:
+        print(f"| {label} | {seconds:.3f} | {seconds / n * 1000:.1f} |")
+    ratio = outside / wall
+    verdict = "under" if ratio < 0.05 else "NOT under"
+    print(f"\noptimizer overhead: {ratio:.1%} of the search's wall time ({verdict} the 5% target)")
+    return 0 if ratio < 0.05 else 1
+
+
+def baseline_config(space: SearchSpace) -> MoAConfig:
+    """The config a search's baseline trial runs: the workshop default mapped onto ``space``."""
+    study = optuna.create_study(direction="maximize")
+    pool = PromptPool(study)
+    pool.ensure_seeds(space.seed_prompts())
+    params, _ = space.baseline_params(load_config(WORKSHOP), pool.params_for)
+    study.enqueue_trial(params)
+    return space.suggest(study.ask(), pool)
+
+
+def compare(args: argparse.Namespace, out: Path) -> int:
+    """Runs the three arms at ``--trials`` trials each; writes a CSV and a plot."""
+    space = load_space(args.space)
+    tasks, grader = task_and_grader(space, str(args.space))
+    catalog = Catalog.load()
+    cache = None if args.no_cache else ResponseCache(args.cache)
+    rows: list[dict[str, Any]] = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def router() -> Router:
+        return Router(base_url=args.base_url, cache=cache)
+
+    # the baseline alone: its config re-run with a fresh seed each trial
+    config = baseline_config(space)
+
+    async def baseline_arm() -> None:
+        route = router()
+        try:
+            for trial in range(args.trials):
+                evaluation = await evaluate(
+                    config,
+                    tasks,
+                    route,
+                    grader,
+                    repeats=space.repeats,
+                    seed=trial * space.repeats,
+                    catalog=catalog,
+                )
+                tokens = evaluation.prompt_tokens + evaluation.completion_tokens
+                rows.append(
+                    _row("baseline", trial, "COMPLETE", evaluation.mean, tokens, evaluation.cost)
+                )
+                print(f"baseline trial {trial}: {evaluation.mean:.4g}", file=sys.stderr)
+        finally:
+            await route.aclose()
+
+    asyncio.run(baseline_arm())
+    arms = {
+        "random": (replace(space, mutation=replace(space.mutation, every=0)), "random"),
+        "tpe-mutation": (space, "tpe"),
+    }
+    for arm, (arm_space, sampler) in arms.items():
+        name = f"bench-{arm}"
+        route = router()
+        search = Search(
+            arm_space,
+            study_name=name,
+            storage=open_storage(name),
+            study_dir=Path("runs") / name,
+            tasks=tasks,
+            grader=grader,
+            router=route,
+            catalog=catalog,
+            budget=Budget(trials=args.trials),
+            sampler=sampler,
+            seed=args.seed,
+            baselines=[("workshop-default", load_config(WORKSHOP))],
+            observer=functools.partial(_show, arm),
+        )
+
+        async def go(search: Search = search, route: Router = route) -> None:
+            try:
+                await search.run()
+            finally:
+                await route.aclose()
+
+        asyncio.run(go())
+        study = optuna.load_study(study_name=name, storage=open_storage(name))
+        for trial in study.get_trials(deepcopy=False)[: args.trials]:
+            value = trial.values[0] if trial.values else None
+            attrs = trial.user_attrs
+            rows.append(
+                _row(
+                    arm,
+                    trial.number,
+                    trial.state.name,
+                    value,
+                    attrs.get("tokens", 0),
+                    attrs.get("cost", 0.0),
+                )
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    _best_so_far(rows)
+    table = out / "search_compare.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot = out / "search_compare.png"
+    _plot(rows, plot, space)
+    print(f"`PYTHONPATH=. .venv/bin/python bench/bench_search.py {shlex.join(sys.argv[1:])}`\n")
+    print(
+        f"{args.trials} trials per arm on {args.space.name} ({space.repeats} repeat(s) per trial)\n"
+    )
+    print("| arm | best mean | trials to best | complete | tokens |")
+    print("|---|---:|---:|---:|---:|")
+    for arm in ("baseline", *arms):
+        mine = [r for r in rows if r["arm"] == arm]
+        scored = [r for r in mine if r["value"] != ""]
+        best = max((float(r["value"]) for r in scored), default=float("nan"))
+        first = next((r["trial"] for r in scored if float(r["value"]) == best), "-")
+        tokens = sum(int(r["tokens"] or 0) for r in mine)
+        print(f"| {arm} | {best:.4g} | {first} | {len(scored)} | {tokens:,} |")
+    print(f"\nCSV: {table}\nplot: {plot}")
+    return 0
+
+
+def _show(arm: str, status: Status) -> None:
+    if status.message:
+        print(f"{arm}: {status.message}", file=sys.stderr)
+
+
+def _row(
+    arm: str, trial: int, state: str, value: float | None, tokens: Any, cost: Any
+) -> dict[str, Any]:
+    return {
+        "arm": arm,
+        "trial": trial,
+        "state": state,
+        "value": "" if value is None else value,
+        "best_so_far": "",
+        "tokens": int(tokens or 0),
+        "cost": float(cost or 0.0),
+    }
+
+
+def _best_so_far(rows: Sequence[dict[str, Any]]) -> None:
+    best: dict[str, float] = {}
+    for row in rows:
+        if row["value"] != "":
+            best[row["arm"]] = max(best.get(row["arm"], float("-inf")), float(row["value"]))
+        row["best_so_far"] = best.get(row["arm"], "")
+
+
+def _plot(rows: Sequence[dict[str, Any]], path: Path, space: SearchSpace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm and r["value"] != ""]
+        line = axes.plot(
+            [r["trial"] for r in mine],
+            [r["best_so_far"] for r in mine],
+            label=f"{arm} (best so far)",
+        )
+        axes.scatter(
+            [r["trial"] for r in mine],
+            [r["value"] for r in mine],
+            s=10,
+            alpha=0.4,
+            color=line[0].get_color(),
+        )
+    axes.set_xlabel("trial")
+    axes.set_ylabel(f"mean score over {space.repeats} repeat(s)")
+    axes.set_title(f"{space.task}: score vs trial at equal budget")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses the command line and runs one benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="bench", required=True)
+    over = commands.add_parser("overhead", help="the optimizer's overhead per trial")
+    over.add_argument("--trials", type=int, default=40)
+    over.add_argument("--workers", type=int, default=1)
+    over.add_argument("--latency", type=float, default=0.0, help="seconds per model call")
+    over.add_argument("--out", type=Path, default=Path("runs/bench"))
+    cmp = commands.add_parser("compare", help="baseline vs random vs TPE with mutation")
+    cmp.add_argument("--trials", type=int, default=60, help="trials per arm (equal budget)")
+    cmp.add_argument("--space", type=Path, default=SPACES / "challenge-local.yaml")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument(
+        "--base-url", help="an OpenAI-compatible endpoint instead of the embedded models"
+    )
+    cmp.add_argument("--cache", type=Path, default=Path("runs/cache.sqlite"))
+    cmp.add_argument("--no-cache", action="store_true")
+    cmp.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args(argv)
+    if args.bench == "overhead":
+        return overhead(args, args.out)
+    return compare(args, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,732 @@
+"""Prompt pools: each role's seed prompts plus LLM-written variants, kept in the study.
+
+Optuna forbids changing a categorical parameter's choices within a study, so the pool grows
+by *generations*: generation ``n`` of a role is a fixed tuple of prompt ids, written once to
+the study's user attrs (one attr per role and generation) and never changed. A trial draws a
+role's prompt from the latest generation through a parameter named for that generation
+(``main_prompt_g3``, ``layer_1_prompt_g3``), so every parameter name keeps one distribution
+for the whole study, however many mutation rounds run.
+
+A mutation round (every K finished trials) ranks the prompts by the mean score of the trials
+that used them, reads the grader feedback and test pass rates the trials stored, and asks an
+LLM mutator for ``k`` new prompts per role with four operators: rephrase, specialise (on the
+weakest test), reflect (fix what the feedback of the best and the worst recent trials says
+failed, the idea behind GEPA) and crossover (of two strong prompts). The new generation holds
+the best existing prompts (elites) plus the new variants.
+
+Workers share the pool through the storage: generations and rounds are written under a
+cross-process lock (see :func:`optimizer._storage.storage_lock`) and only if absent, then
+read back, so two workers never clobber each other and a resumed run sees the same pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from optimizer._config import HELPER_RESPONSE
+from optimizer._space import MAIN
+from optimizer._storage import storage_lock
+from optimizer.providers import ChatRequest, Message, ProviderError, Router
+
+__all__ = [
+    "ATTR_CONFIG",
+    "ATTR_FEEDBACK",
+    "ATTR_MAX_SCORE",
+    "ATTR_MEAN",
+    "ATTR_TEST_PASS_RATES",
+    "CLAIM_TTL",
+    "MAX_PROMPT_CHARS",
+    "OPERATORS",
+    "POOL_ATTR_PREFIX",
+    "PromptGeneration",
+    "PromptPool",
+    "PromptVariant",
+    "clean_prompt",
+    "mutation_round",
+]
+
+POOL_ATTR_PREFIX = "prompt_pool"
+"""Study user attrs ``prompt_pool:<role>:g<n>`` (generations), ``prompt_pool:round:<r>``."""
+ATTR_CONFIG = "config"
+"""Trial user attr: the trial's config in our dict form (``config_to_dict``)."""
+ATTR_MEAN = "mean"
+"""Trial user attr: mean score over repeats (the pool ranks prompts by it)."""
+ATTR_MAX_SCORE = "max_score"
+"""Trial user attr: points a repeat can earn (shown to the mutator with scores)."""
+ATTR_FEEDBACK = "feedback"
+"""Trial user attr: the graders' feedback text (read by the reflect operator)."""
+ATTR_TEST_PASS_RATES = "test_pass_rates"
+"""Trial user attr: ``{test name: pass rate}`` (read by the specialise operator)."""
+
+MAX_PROMPT_CHARS = 4000
+OPERATORS = ("seed", "rephrase", "specialise", "reflect", "crossover")
+_PLAN = ("reflect", "specialise", "crossover", "rephrase")
+CLAIM_TTL = 600.0
+"""Seconds a claim on a mutation round holds when its worker cannot be checked."""
+_FEEDBACK_CHARS = 2000  # per trial, in the reflect operator's request
+_PARAM = re.compile(r"^(?P<slot>.+)_prompt_g(?P<generation>\d+)$")
+_ROUND = "round"
+_CLAIM = "claim"
+
+LockFactory = Callable[[], AbstractContextManager[None]]
+
+
+@dataclass(frozen=True)
+class PromptVariant:
+    """One prompt of a pool.
+
+    Attributes:
+        id: Unique id, ``<role>.g<generation>.<index>``.
+        text: The system prompt; holds the literal ``{helper_response}``.
+        parents: Ids of the prompts it was made from (none for seeds).
+        operator: How it was made: ``seed``, ``rephrase``, ``specialise``, ``reflect``,
+            ``crossover``.
+        generation: The generation it was first written in.
+        role: The role it serves (``main``, ``layer``).
+    """
+
+    id: str
+    text: str
+    parents: tuple[str, ...]
+    operator: str
+    generation: int
+    role: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON form stored in the study."""
+        return {
+            "id": self.id,
+            "text": self.text,
+            "parents": list(self.parents),
+            "operator": self.operator,
+            "generation": self.generation,
+            "role": self.role,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PromptVariant:
+        """Builds a variant from its stored JSON form."""
+        return cls(
+            id=str(data["id"]),
+            text=str(data["text"]),
+            parents=tuple(str(p) for p in data.get("parents", ())),
+            operator=str(data["operator"]),
+            generation=int(data["generation"]),
+            role=str(data["role"]),
+        )
+
+
+@dataclass(frozen=True)
+class PromptGeneration:
+    """A fixed tuple of prompt ids a role draws from; never changes once written.
+
+    Attributes:
+        role: The role.
+        number: Generation number (0 holds the seeds).
+        ids: The prompt ids trials choose from, in order (elites first).
+        variants: The prompts first written in this generation.
+    """
+
+    role: str
+    number: int
+    ids: tuple[str, ...]
+    variants: tuple[PromptVariant, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON form stored in the study."""
+        return {
+            "role": self.role,
+            "generation": self.number,
+            "ids": list(self.ids),
+            "variants": [v.to_dict() for v in self.variants],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PromptGeneration:
+        """Builds a generation from its stored JSON form."""
+        return cls(
+            role=str(data["role"]),
+            number=int(data["generation"]),
+            ids=tuple(str(i) for i in data["ids"]),
+            variants=tuple(PromptVariant.from_dict(v) for v in data.get("variants", ())),
+        )
+
+
+def _generation_key(role: str, number: int) -> str:
+    return f"{POOL_ATTR_PREFIX}:{role}:g{number}"
+
+
+def _round_key(number: int) -> str:
+    return f"{POOL_ATTR_PREFIX}:{_ROUND}:{number}"
+
+
+def _claim_key(number: int) -> str:
+    return f"{POOL_ATTR_PREFIX}:{_CLAIM}:{number}"
+
+
+def _claim_active(raw: Any, ttl: float) -> bool:
+    """Whether a stored claim still holds: recent, and its worker alive if on this host."""
+    if raw is None:
+        return False
+    record = json.loads(raw) if isinstance(raw, str) else raw
+    if time.time() - float(record.get("time", 0.0)) >= ttl:
+        return False
+    host, _, pid = str(record.get("worker", "")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, owned by another user
+            return True
+    return True
+
+
+class PromptPool:
+    """The prompt pools of every role, kept in ``study``'s user attrs.
+
+    Args:
+        study: The study; its storage holds the pool.
+        lock: Serialises the pool's check-then-write steps across processes; defaults to
+            :func:`optimizer._storage.storage_lock` of the study's storage.
+        claim_ttl: Seconds a worker's claim on a mutation round holds (see
+            :meth:`claim_round`).
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        *,
+        lock: LockFactory | None = None,
+        claim_ttl: float = CLAIM_TTL,
+    ) -> None:
+        self.study = study
+        self.claim_ttl = claim_ttl
+        self._lock = lock or storage_lock(getattr(study, "_storage", None))
+        self._generations: dict[str, dict[int, PromptGeneration]] = {}
+        self._variants: dict[str, PromptVariant] = {}
+        self._rounds: dict[int, dict[str, Any]] = {}
+        self.refresh()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-reads the pool from the study (other workers may have added generations)."""
+        generations: dict[str, dict[int, PromptGeneration]] = {}
+        variants: dict[str, PromptVariant] = {}
+        rounds: dict[int, dict[str, Any]] = {}
+        for key, value in self.study.user_attrs.items():
+            parts = key.split(":")
+            if len(parts) != 3 or parts[0] != POOL_ATTR_PREFIX:
+                continue
+            data = json.loads(value) if isinstance(value, str) else value
+            if parts[1] == _ROUND:
+                rounds[int(parts[2])] = dict(data)
+                continue
+            if parts[1] == _CLAIM:
+                continue
+            generation = PromptGeneration.from_dict(data)
+            generations.setdefault(generation.role, {})[generation.number] = generation
+            variants.update((v.id, v) for v in generation.variants)
+        self._generations, self._variants, self._rounds = generations, variants, rounds
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """Roles with a pool, sorted."""
+        return tuple(sorted(self._generations))
+
+    @property
+    def rounds(self) -> int:
+        """Mutation rounds committed so far."""
+        return len(self._rounds)
+
+    def generations(self, role: str) -> tuple[PromptGeneration, ...]:
+        """The role's generations, oldest first."""
+        by_number = self._generations.get(role, {})
+        return tuple(by_number[n] for n in sorted(by_number))
+
+    def latest(self, role: str) -> PromptGeneration:
+        """The role's newest generation.
+
+        Raises:
+            KeyError: The role has no pool (not seeded).
+        """
+        by_number = self._generations.get(role)
+        if not by_number:
+            raise KeyError(f"no prompt pool for role {role!r}; seed it first")
+        return by_number[max(by_number)]
+
+    def variant(self, prompt_id: str) -> PromptVariant:
+        """The prompt with id ``prompt_id``."""
+        return self._variants[prompt_id]
+
+    def variants(self, role: str | None = None) -> tuple[PromptVariant, ...]:
+        """Every prompt (of ``role``), in the order they were written."""
+        ordered = sorted(self._variants.values(), key=lambda v: (v.generation, v.id))
+        return tuple(v for v in ordered if role is None or v.role == role)
+
+    @staticmethod
+    def param_name(role: str, index: int, generation: int) -> str:
+        """The trial parameter choosing a prompt of ``generation`` for agent ``index``."""
+        slot = role if role == MAIN and index == 0 else f"{role}_{index}"
+        return f"{slot}_prompt_g{generation}"
+
+    def used(self, trial: FrozenTrial) -> dict[str, PromptVariant]:
+        """The pool prompts ``trial`` used, by parameter name."""
+        found = {}
+        for name, value in trial.params.items():
+            if _PARAM.match(name) and isinstance(value, str) and value in self._variants:
+                found[name] = self._variants[value]
+        return found
+
+    # -- writing -------------------------------------------------------------------------
+
+    def ensure_seeds(self, seeds: Mapping[str, Sequence[str]]) -> None:
+        """Writes generation 0 of every role in ``seeds`` that has none yet.
+
+        A role that already has a pool keeps it (a resumed study keeps its prompts). Texts
+        are stripped of duplicates; each must be non-empty.
+
+        Raises:
+            ValueError: A role name holds ``:`` or a role has no non-empty prompt.
+        """
+        for role, texts in seeds.items():
+            if ":" in role or not role or role in {_ROUND, _CLAIM}:
+                raise ValueError(f"invalid prompt pool role {role!r}")
+            unique = list(dict.fromkeys(t for t in texts if t.strip()))
+            if not unique:
+                raise ValueError(f"role {role!r}: no seed prompts")
+            if role in self._generations:
+                continue
+            variants = tuple(
+                PromptVariant(f"{role}.g0.{i}", text, (), "seed", 0, role)
+                for i, text in enumerate(unique)
+            )
+            self.publish(PromptGeneration(role, 0, tuple(v.id for v in variants), variants))
+
+    def publish(self, generation: PromptGeneration) -> PromptGeneration:
+        """Writes ``generation`` unless that role and number exist; returns the stored one."""
+        key = _generation_key(generation.role, generation.number)
+        with self._lock():
+            if key not in self.study.user_attrs:
+                self.study.set_user_attr(key, json.dumps(generation.to_dict()))
+        self.refresh()
+        return self._generations[generation.role][generation.number]
+
+    def claim_round(self, number: int, ttl: float = CLAIM_TTL) -> bool:
+        """Claims round ``number`` so other workers skip it while this one calls the mutator.
+
+        Returns:
+            False if the round is committed, or claimed by a live worker less than ``ttl``
+            seconds ago. A claim whose worker ran on this host and is gone is void at once;
+            one from another host that died holding it expires after ``ttl``.
+        """
+        with self._lock():
+            attrs = self.study.user_attrs
+            if _round_key(number) in attrs:
+                return False
+            if _claim_active(attrs.get(_claim_key(number)), ttl):
+                return False
+            record = {"time": time.time(), "worker": f"{socket.gethostname()}:{os.getpid()}"}
+            self.study.set_user_attr(_claim_key(number), json.dumps(record))
+        return True
+
+    def release_claim(self, number: int) -> None:
+        """Gives up a claim on round ``number`` (its worker stopped before committing)."""
+        with self._lock():
+            if _round_key(number) not in self.study.user_attrs:
+                record = {"time": 0.0, "worker": "released"}
+                self.study.set_user_attr(_claim_key(number), json.dumps(record))
+
+    def commit_round(
+        self, number: int, generations: Sequence[PromptGeneration], info: Mapping[str, Any]
+    ) -> bool:
+        """Writes round ``number`` and its generations, unless another worker already did.
+
+        Returns:
+            Whether this call wrote the round (False: another worker's round stands).
+        """
+        with self._lock():
+            attrs = self.study.user_attrs
+            taken = _round_key(number) in attrs or any(
+                _generation_key(g.role, g.number) in attrs for g in generations
+            )
+            if not taken:
+                for generation in generations:
+                    key = _generation_key(generation.role, generation.number)
+                    self.study.set_user_attr(key, json.dumps(generation.to_dict()))
+                record = {**info, "generations": {g.role: g.number for g in generations}}
+                self.study.set_user_attr(_round_key(number), json.dumps(record))
+        self.refresh()
+        return not taken
+
+    # -- trials --------------------------------------------------------------------------
+
+    def suggest_variant(self, trial: optuna.Trial, role: str, index: int = 0) -> PromptVariant:
+        """Draws agent ``index``'s prompt of ``role`` from the latest generation.
+
+        An enqueued trial that fixes an older generation's parameter for this agent (a
+        baseline) gets that generation instead.
+        """
+        self.refresh()
+        generation = self.latest(role)
+        fixed = getattr(trial, "_fixed_params", None) or {}
+        for number in sorted(self._generations.get(role, {}), reverse=True):
+            if self.param_name(role, index, number) in fixed:
+                generation = self._generations[role][number]
+                break
+        name = self.param_name(role, index, generation.number)
+        chosen = trial.suggest_categorical(name, list(generation.ids))
+        return self._variants[str(chosen)]
+
+    def suggest(self, trial: optuna.Trial, role: str, index: int = 0) -> str:
+        """Like :meth:`suggest_variant`, returning the prompt text (``PromptChooser``)."""
+        return self.suggest_variant(trial, role, index).text
+
+    def params_for(self, role: str, index: int, text: str) -> dict[str, Any]:
+        """Trial params that select ``text`` for agent ``index`` of ``role`` (to enqueue).
+
+        Uses the newest generation holding ``text``; a text the pool lacks selects the
+        first prompt of the latest generation.
+        """
+        self.refresh()
+        for generation in reversed(self.generations(role)):
+            for prompt_id in generation.ids:
+                if self._variants[prompt_id].text == text:
+                    return {self.param_name(role, index, generation.number): prompt_id}
+        latest = self.latest(role)
+        return {self.param_name(role, index, latest.number): latest.ids[0]}
+
+    def mutation_due(self, every: int) -> bool:
+        """Whether a mutation round is due (one per ``every`` completed trials) and free.
+
+        A round that another live worker has claimed is not due here: that worker runs it.
+        """
+        if every <= 0:
+            return False
+        self.refresh()
+        completed = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if completed // every <= self.rounds:
+            return False
+        claim = self.study.user_attrs.get(_claim_key(self.rounds + 1))
+        return not _claim_active(claim, self.claim_ttl)
+
+
+def clean_prompt(text: str, max_chars: int = MAX_PROMPT_CHARS) -> str | None:
+    """Tidies a mutator's answer into a prompt, or returns None if nothing usable is left.
+
+    Strips reasoning blocks, code fences, quotes and markers; keeps the literal
+    ``{helper_response}`` (appended if missing) and caps the length at ``max_chars``.
+    """
+    text = re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL).strip()
+    fence = re.fullmatch(r"```[\w-]*\n(.*?)\n?```", text, flags=re.DOTALL)
+    if fence:
+        text = fence.group(1).strip()
+    text = text.removeprefix("<<<").removesuffix(">>>").strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    for label in ("NEW PROMPT:", "New prompt:", "PROMPT:", "Prompt:"):
+        text = text.removeprefix(label).strip()
+    if not text.replace(HELPER_RESPONSE, "").strip():
+        return None
+    if len(text) > max_chars:
+        text = text[:max_chars]
+    if HELPER_RESPONSE not in text:
+        room = max_chars - len(HELPER_RESPONSE) - 2
+        head = text[:room]
+        brace = head.rfind("{")
+        if brace != -1 and "}" not in head[brace:]:  # a cut placeholder or other brace
+            head = head[:brace]
+        text = head.rstrip() + "\n\n" + HELPER_RESPONSE
+    return text
+
+
+_ROLE_WORDS = {
+    MAIN: "the main agent, which writes the final answer after reading the other agents' answers",
+    "layer": "a layer agent: one of several assistants that answer in parallel; their answers "
+    "are passed on to the next layer and to the main agent",
+}
+
+_SYSTEM = (
+    "You improve system prompts for an assistant in a Mixture-of-Agents system. "
+    "Reply with the new system prompt only: no preamble, no explanation, no quotes, no code "
+    "fences. The prompt must contain the literal placeholder {helper_response} exactly once, "
+    "where the earlier agents' answers are inserted. Keep it under {limit} characters."
+)
+
+
+@dataclass(frozen=True)
+class _TrialInfo:
+    number: int
+    score: float
+    feedback: str
+    pass_rates: dict[str, float]
+    used: dict[str, PromptVariant]
+
+
+def _score(trial: FrozenTrial) -> float | None:
+    mean = trial.user_attrs.get(ATTR_MEAN)
+    if isinstance(mean, int | float) and not isinstance(mean, bool):
+        return float(mean)
+    if trial.values:
+        return float(trial.values[0])
+    return None
+
+
+def _trial_infos(study: optuna.Study, pool: PromptPool) -> list[_TrialInfo]:
+    infos = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        score = _score(trial)
+        if score is None:
+            continue
+        rates = trial.user_attrs.get(ATTR_TEST_PASS_RATES) or {}
+        if isinstance(rates, str):
+            rates = json.loads(rates)
+        feedback = trial.user_attrs.get(ATTR_FEEDBACK) or ""
+        infos.append(
+            _TrialInfo(
+                number=trial.number,
+                score=score,
+                feedback=str(feedback),
+                pass_rates={str(k): float(v) for k, v in dict(rates).items()},
+                used=pool.used(trial),
+            )
+        )
+    return infos
+
+
+def _quote(text: str, limit: int = MAX_PROMPT_CHARS) -> str:
+    return "<<<\n" + text[:limit] + "\n>>>"
+
+
+def _instruction(
+    operator: str,
+    parents: Sequence[PromptVariant],
+    *,
+    best: _TrialInfo | None,
+    worst: _TrialInfo | None,
+    weak: tuple[str, float] | None,
+    max_score: str,
+) -> str:
+    parent = parents[0]
+    if operator == "rephrase":
+        return (
+            "Rewrite this system prompt with different wording and structure, keeping its "
+            "intent; make it clearer and more precise.\n\nPROMPT:\n" + _quote(parent.text)
+        )
+    if operator == "specialise":
+        assert weak is not None
+        name, rate = weak
+        return (
+            f"Answers written with the prompt below often fail the test {name!r} (passed "
+            f"{rate:.0%} of the time). Rewrite the prompt so the assistant pays specific "
+            "attention to what that test checks, without losing anything it already asks "
+            "for.\n\nPROMPT:\n" + _quote(parent.text)
+        )
+    if operator == "reflect":
+        parts = ["Here is the graders' feedback on recent answers."]
+        if best is not None:
+            parts.append(
+                f"BEST recent trial (score {best.score:g}{max_score}):\n"
+                + (best.feedback.strip()[:_FEEDBACK_CHARS] or "(no failures reported)")
+            )
+        if worst is not None and (best is None or worst.number != best.number):
+            parts.append(
+                f"WORST recent trial (score {worst.score:g}{max_score}):\n"
+                + (worst.feedback.strip()[:_FEEDBACK_CHARS] or "(no failures reported)")
+            )
+        parts.append(
+            "Write an improved version of the prompt below: add concrete instructions that "
+            "fix what failed, keep what worked.\n\nPROMPT:\n" + _quote(parent.text)
+        )
+        return "\n\n".join(parts)
+    if operator == "crossover":
+        return (
+            "Combine the strengths of these two system prompts into one prompt that keeps "
+            "every useful instruction of both.\n\nPROMPT A:\n"
+            + _quote(parents[0].text)
+            + "\n\nPROMPT B:\n"
+            + _quote(parents[1].text)
+        )
+    raise ValueError(f"unknown mutation operator {operator!r}")
+
+
+async def mutation_round(
+    study: optuna.Study,
+    pool: PromptPool,
+    router: Router,
+    mutator_model: str,
+    k: int,
+    *,
+    elite: int = 2,
+    recent: int = 20,
+    task: str | None = None,
+    temperature: float = 0.9,
+    max_tokens: int = 1024,
+    max_chars: int = MAX_PROMPT_CHARS,
+    claim_ttl: float | None = None,
+) -> list[PromptGeneration]:
+    """Builds the next generation of every role that completed trials have used.
+
+    Prompts are ranked by the mean of :data:`ATTR_MEAN` over the completed trials that used
+    them. Each role's new generation holds its ``elite`` best prompts plus up to ``k`` new
+    ones; operators go round reflect, specialise, crossover, rephrase, falling back to
+    rephrase when a trial attr they need is missing. Mutator calls that fail or return
+    nothing usable are skipped. If another worker commits this round first, its round
+    stands and nothing is written; while a worker runs a round, others skip it (a claim
+    in the study, see :meth:`PromptPool.claim_round`).
+
+    Args:
+        study: The study (trials carry the attrs named by the ``ATTR_*`` constants).
+        pool: The study's prompt pool.
+        router: Serves the mutator model.
+        mutator_model: Model id of the mutator.
+        k: New prompts per role.
+        elite: Best existing prompts carried into the new generation.
+        recent: How many of the latest completed trials the reflect and specialise
+            operators read.
+        task: The task prompt, shown to the mutator for context.
+        temperature: The mutator's temperature.
+        max_tokens: The mutator's max_tokens.
+        max_chars: Longest prompt kept.
+        claim_ttl: Seconds another worker's claim on this round keeps this call out
+            (default: the pool's).
+
+    Returns:
+        The generations this call committed (empty if there was nothing to do or another
+        worker committed the round).
+    """
+    pool.refresh()
+    round_number = pool.rounds + 1
+    if not pool.claim_round(round_number, pool.claim_ttl if claim_ttl is None else claim_ttl):
+        return []
+    try:
+        infos = _trial_infos(study, pool)
+        latest_infos = sorted(infos, key=lambda i: i.number)[-recent:]
+        max_scores = [
+            t.user_attrs.get(ATTR_MAX_SCORE)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ]
+        known_max = next((m for m in max_scores if isinstance(m, int | float)), None)
+        max_score = f"/{known_max:g}" if known_max is not None else ""
+        provider, model = router.resolve(mutator_model)
+        system = _SYSTEM.replace("{limit}", str(max_chars))
+
+        async def ask(
+            role: str,
+            operator: str,
+            index: int,
+            parents: Sequence[PromptVariant],
+            best: _TrialInfo | None,
+            worst: _TrialInfo | None,
+            weak: tuple[str, float] | None,
+        ) -> tuple[str, Sequence[PromptVariant]] | None:
+            context = f"The prompt is for {_ROLE_WORDS.get(role, f'the {role} agent')}."
+            if task:
+                context += "\n\nThe task the assistants answer:\n" + _quote(task, 3000)
+            instruction = _instruction(
+                operator, parents, best=best, worst=worst, weak=weak, max_score=max_score
+            )
+            request = ChatRequest(
+                model=model,
+                messages=(
+                    Message("system", system),
+                    Message("user", context + "\n\n" + instruction),
+                ),
+                temperature=temperature,
+                max_tokens=max_tokens,
+                seed=round_number * 1000 + index,
+                sample=round_number * 1000 + index,
+            )
+            try:
+                completion = await provider.complete(request)
+            except ProviderError:
+                return None
+            text = clean_prompt(completion.text, max_chars)
+            return None if text is None else (text, parents)
+
+        generations: list[PromptGeneration] = []
+        for role in pool.roles:
+            role_infos = [i for i in infos if any(v.role == role for v in i.used.values())]
+            if not role_infos:
+                continue
+            scores: dict[str, list[float]] = {}
+            for info in role_infos:
+                for prompt in {v.id: v for v in info.used.values() if v.role == role}.values():
+                    scores.setdefault(prompt.id, []).append(info.score)
+            ranked = sorted(
+                scores, key=lambda i: (-statistics.fmean(scores[i]), -len(scores[i]), i)
+            )
+            strong = [pool.variant(i) for i in ranked[:2]]
+            role_numbers = {i.number for i in role_infos}
+            recent_role = [i for i in latest_infos if i.number in role_numbers] or role_infos
+            best = max(recent_role, key=lambda i: (i.score, i.number))
+            worst = min(recent_role, key=lambda i: (i.score, -i.number))
+            has_feedback = bool(best.feedback.strip() or worst.feedback.strip())
+            rates: dict[str, list[float]] = {}
+            for info in recent_role:
+                for name, rate in info.pass_rates.items():
+                    rates.setdefault(name, []).append(rate)
+            weakest = min(
+                rates.items(), key=lambda kv: (statistics.fmean(kv[1]), kv[0]), default=None
+            )
+            weak = (weakest[0], statistics.fmean(weakest[1])) if weakest else None
+            if weak is not None and weak[1] >= 1.0:
+                weak = None
+            jobs = []
+            for index in range(k):
+                operator = _PLAN[index % len(_PLAN)]
+                if (
+                    (operator == "reflect" and not has_feedback)
+                    or (operator == "specialise" and weak is None)
+                    or (operator == "crossover" and len(strong) < 2)
+                ):
+                    operator = "rephrase"
+                parents = strong if operator == "crossover" else [strong[index % len(strong)]]
+                jobs.append((operator, index, parents))
+            answers = await asyncio.gather(
+                *(ask(role, op, i, parents, best, worst, weak) for op, i, parents in jobs)
+            )
+            number = pool.latest(role).number + 1
+            existing = {v.text for v in pool.variants(role)}
+            new: list[PromptVariant] = []
+            for (operator, _, _), answer in zip(jobs, answers, strict=True):
+                if answer is None or answer[0] in existing:
+                    continue
+                text, sources = answer
+                existing.add(text)
+                new.append(
+                    PromptVariant(
+                        id=f"{role}.g{number}.{len(new)}",
+                        text=text,
+                        parents=tuple(p.id for p in sources),
+                        operator=operator,
+                        generation=number,
+                        role=role,
+                    )
+                )
+            if not new:
+                continue
+            elites = ranked[:elite]
+            ids = tuple(dict.fromkeys([*elites, *(v.id for v in new)]))
+            generations.append(PromptGeneration(role, number, ids, tuple(new)))
+    except BaseException:  # cancelled or failed: let another worker take the round
+        pool.release_claim(round_number)
+        raise
+    # An empty round is committed too, so the schedule moves on when the mutator fails.
+    record = {"completed_trials": len(infos), "mutator": mutator_model}
+    committed = pool.commit_round(round_number, generations, record)
+    return generations if committed else []

@@ -1,0 +1,287 @@
+"""Where studies live: the default journal under ``runs/<study>/``, or any Optuna storage URL."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import IO
+
+import optuna
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal._file import BaseJournalFileLock
+
+from optimizer._errors import UserError
+
+__all__ = [
+    "DEFAULT_RUNS_DIR",
+    "JOURNAL_FILE",
+    "FlockJournalLock",
+    "StorageError",
+    "StudyNotFoundError",
+    "default_journal_path",
+    "load_study",
+    "open_storage",
+    "storage_lock",
+    "study_names",
+]
+
+DEFAULT_RUNS_DIR = Path("runs")
+JOURNAL_FILE = "journal.log"
+_JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
+_LOCK_SUFFIX = ".moa-lock"
+
+LockFactory = Callable[[], AbstractContextManager[None]]
+_LOCKS: weakref.WeakKeyDictionary[BaseStorage, LockFactory] = weakref.WeakKeyDictionary()
+
+
+class FlockJournalLock(BaseJournalFileLock):
+    """The journal's write lock as an ``fcntl`` lock, which the kernel drops when its process dies.
+
+    Optuna's default symlink lock outlives a process killed with SIGKILL while it was
+    appending, and every later process then waits out a 30 s grace period before breaking
+    it. All processes writing one journal must use the same kind of lock; moa-opt always
+    does (through :func:`open_storage`).
+
+    Args:
+        filepath: The journal file; the lock file is ``<filepath>.flock``.
+    """
+
+    def __init__(self, filepath: str) -> None:
+        self._lock_file = filepath + ".flock"
+        self._threads = threading.Lock()
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        """Blocks until this process holds the lock."""
+        self._threads.acquire()
+        try:
+            handle = open(self._lock_file, "a")  # noqa: SIM115 - closed in release()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+        self._handle = handle
+        return True
+
+    def release(self) -> None:
+        """Releases the lock."""
+        handle, self._handle = self._handle, None
+        try:
+            if handle is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+        finally:
+            self._threads.release()
+
+
+class StorageError(UserError):
+    """A storage URL is invalid or the storage cannot be opened."""
+
+
+class StudyNotFoundError(UserError):
+    """The named study is not in the storage; the message lists the studies that are."""
+
+
+def default_journal_path(study_name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    """The default storage of ``study_name``: ``<runs_dir>/<study>/journal.log``."""
+    return runs_dir / study_name / JOURNAL_FILE
+
+
+def _journal_path(url: str) -> Path | None:
+    """The journal file a ``--storage`` value names, if it names one."""
+    if url.startswith("journal:"):
+        rest = url.removeprefix("journal:")
+        return Path(rest.removeprefix("//"))
+    if "://" not in url and url.endswith(_JOURNAL_SUFFIXES):
+        return Path(url)
+    return None
+
+
+def open_storage(
+    study_name: str,
+    storage_url: str | None = None,
+    *,
+    runs_dir: Path = DEFAULT_RUNS_DIR,
+    create: bool = True,
+) -> BaseStorage:
+    """Opens the storage of ``study_name``.
+
+    With no URL it is the journal file ``runs/<study>/journal.log`` (safe for several
+    processes on one machine). ``storage_url`` may name a journal file (``journal:PATH`` or a
+    path ending in ``.log``) or be any Optuna RDB URL (``sqlite:///f.db``,
+    ``postgresql://user:pw@host/db``: workers on several machines join one study by name).
+
+    Args:
+        study_name: The study, which names the default journal's directory.
+        storage_url: ``--storage``, or None for the default journal.
+        runs_dir: Parent of the per-study directories.
+        create: Create a missing journal file; if False, a missing file raises.
+
+    Raises:
+        StorageError: Unknown URL form, a missing database driver, or a failed connection.
+        StudyNotFoundError: ``create`` is False and the study's default journal does not
+            exist (the message lists the studies under ``runs_dir``).
+    """
+    path = default_journal_path(study_name, runs_dir) if storage_url is None else None
+    if storage_url is not None:
+        path = _journal_path(storage_url)
+    if path is not None:
+        if not path.exists():
+            if not create and storage_url is not None:
+                raise StorageError(f"--storage: no journal file at {path}")
+            if not create:
+                raise StudyNotFoundError(_not_found(study_name, _journal_studies(runs_dir)))
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return _journal(path)
+    assert storage_url is not None
+    if "://" not in storage_url:
+        raise StorageError(
+            f"--storage: {storage_url!r} is neither a database URL (sqlite:///f.db, "
+            "postgresql://...) nor a journal file (journal:PATH or a path ending in .log)"
+        )
+    try:
+        rdb = RDBStorage(storage_url)
+    except ImportError as error:
+        postgres = storage_url.startswith("postgres") or "psycopg" in str(error)
+        hint = "psycopg (pip install 'moa-optimizer[postgres]')" if postgres else str(error)
+        raise StorageError(f"--storage: missing database driver: {hint}") from None
+    except Exception as error:  # SQLAlchemy's connection and URL errors
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise StorageError(f"--storage: cannot open {_safe_url(storage_url)}: {first}") from None
+    _LOCKS[rdb] = _rdb_lock(rdb)
+    return rdb
+
+
+def _journal(path: Path) -> JournalStorage:
+    """A journal storage on ``path`` with the kernel-released write lock."""
+    path = path.absolute()
+    backend = JournalFileBackend(str(path), lock_obj=FlockJournalLock(str(path)))
+    journal = JournalStorage(backend)
+    _LOCKS[journal] = _file_lock(path)
+    return journal
+
+
+def study_names(storage: BaseStorage) -> list[str]:
+    """Names of the studies in ``storage``, sorted."""
+    return sorted(optuna.get_all_study_names(storage))
+
+
+def load_study(
+    study_name: str, storage_url: str | None = None, *, runs_dir: Path = DEFAULT_RUNS_DIR
+) -> optuna.Study:
+    """Loads an existing study.
+
+    Raises:
+        StudyNotFoundError: No such study; the message lists the existing ones.
+        StorageError: As :func:`open_storage`.
+    """
+    storage = open_storage(study_name, storage_url, runs_dir=runs_dir, create=False)
+    names = study_names(storage)
+    if study_name not in names:
+        if storage_url is None:
+            names = _journal_studies(runs_dir)
+        raise StudyNotFoundError(_not_found(study_name, names))
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def storage_lock(storage: BaseStorage | None) -> LockFactory:
+    """Returns a lock that serialises read-check-write steps on ``storage`` across processes.
+
+    Journal files and SQLite databases get an ``fcntl`` lock on a file beside them,
+    PostgreSQL an advisory lock; other storages (in-memory, MySQL) a lock within this
+    process only.
+    """
+    inner = getattr(storage, "_backend", None)  # optuna wraps RDBStorage in _CachedStorage
+    for candidate in (storage, inner):
+        if candidate is not None and candidate in _LOCKS:
+            return _LOCKS[candidate]
+    if isinstance(storage, JournalStorage) and isinstance(inner, JournalFileBackend):
+        return _file_lock(Path(getattr(inner, "_file_path", "journal.log")))
+    rdb = inner if isinstance(inner, RDBStorage) else storage
+    if isinstance(rdb, RDBStorage):
+        return _rdb_lock(rdb)
+    lock = threading.Lock()
+
+    @contextmanager
+    def local() -> Iterator[None]:
+        with lock:
+            yield
+
+    return local
+
+
+def _file_lock(path: Path) -> LockFactory:
+    lock_path = path.with_name(path.name + _LOCK_SUFFIX)
+
+    @contextmanager
+    def locked() -> Iterator[None]:
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    return locked
+
+
+def _rdb_lock(storage: RDBStorage) -> LockFactory:
+    url = storage.engine.url
+    if url.get_backend_name() == "sqlite" and url.database:
+        return _file_lock(Path(url.database))
+    if url.get_backend_name() == "postgresql":
+        import sqlalchemy
+
+        key = 0x6D6F61  # "moa": one advisory lock for read-check-write steps
+
+        @contextmanager
+        def advisory() -> Iterator[None]:
+            with storage.engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+        return advisory
+    lock = threading.Lock()
+
+    @contextmanager
+    def local() -> Iterator[None]:
+        with lock:
+            yield
+
+    return local
+
+
+def _journal_studies(runs_dir: Path) -> list[str]:
+    """Studies with a default journal under ``runs_dir``."""
+    if not runs_dir.is_dir():
+        return []
+    found: set[str] = set()
+    for journal in sorted(runs_dir.glob(f"*/{JOURNAL_FILE}")):
+        try:
+            found.update(optuna.get_all_study_names(_journal(journal)))
+        except Exception:  # an unreadable journal is not worth failing the message over
+            found.add(journal.parent.name)
+    return sorted(found)
+
+
+def _not_found(study_name: str, names: list[str]) -> str:
+    known = ", ".join(names) if names else "none"
+    return f"--study: no study named {study_name!r}; existing studies: {known}"
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"

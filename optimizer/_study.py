@@ -1,0 +1,921 @@
+"""The search: an Optuna study over MoA configs, run with ask/tell on one asyncio loop.
+
+``Search.run`` opens (or resumes) the study, fails the trials a killed process left running,
+enqueues the baselines, then keeps up to ``workers`` trials in flight as asyncio tasks: a
+slow model call in one trial never idles the others. Budgets (trials, time, tokens, cost)
+count everything the study has already spent, so the same command resumes a study. When a
+budget is reached no new trial starts and the trials in flight finish; SIGINT or SIGTERM
+stops at once, marking the trials in flight as failed. A mutation round grows the prompt
+pools every K completed trials; at the end the top trials can be re-evaluated with more
+repeats (the confirm stage) and the best config is exported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import os
+import signal
+import socket
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import TypeAdapter
+
+from graders._base import BaseGrader, Task
+from optimizer._catalog import Catalog
+from optimizer._config import MoAConfig, config_from_dict, config_to_dict, save_config
+from optimizer._errors import UserError
+from optimizer._evaluate import evaluate, write_transcript
+from optimizer._objective import (
+    DIRECTIONS,
+    Objective,
+    Spend,
+    behaviour,
+    transcript_path,
+    worker_id,
+)
+from optimizer._prompts import PromptPool, mutation_round
+from optimizer._space import SearchSpace
+from optimizer._storage import storage_lock
+from optimizer.providers import Router
+
+__all__ = [
+    "SAMPLERS",
+    "Budget",
+    "Confirmation",
+    "Search",
+    "SearchSummary",
+    "Spent",
+    "Status",
+    "TrialEnd",
+    "fail_stale_trials",
+    "lower_confidence_bound",
+    "make_sampler",
+    "study_spent",
+    "summary_dict",
+]
+
+SAMPLERS = ("tpe", "random", "gp", "nsga2")
+CONFIRM_ATTR = "confirm"
+"""Study user attrs ``confirm:<trial number>``: the confirm stage's re-evaluation."""
+SESSION_ATTR = "session"
+"""Study user attrs ``session:<host>:<pid>:<start>``: ``[start, end]`` epoch seconds."""
+SPACE_ATTR = "space"
+"""Study user attr: the search space the study was created with."""
+SESSION_SAVE_EVERY = 10.0
+"""Seconds between saves of the running session's interval (a killed run loses at most this)."""
+MAX_CONSECUTIVE_FAILURES = 3
+_STALE_UNOWNED = timedelta(minutes=10)
+
+
+class SearchError(UserError):
+    """A search cannot start as asked (another space for this study, an unusable sampler)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When to stop; None means no limit. Each counts what the study already spent.
+
+    Attributes:
+        trials: Finished trials (complete or pruned).
+        timeout: Seconds of search, over every session of the study.
+        max_tokens: Prompt plus completion tokens.
+        max_cost: Estimated US dollars.
+    """
+
+    trials: int | None = None
+    timeout: float | None = None
+    max_tokens: int | None = None
+    max_cost: float | None = None
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What a study has used so far.
+
+    Attributes:
+        trials: Finished trials (complete or pruned).
+        failed: Failed trials.
+        elapsed: Seconds of search over every session (overlapping sessions count once).
+        tokens: Prompt plus completion tokens, trials and confirm stage.
+        cost: Estimated US dollars, trials and confirm stage.
+    """
+
+    trials: int
+    failed: int
+    elapsed: float
+    tokens: int
+    cost: float
+
+    def exhausted(self, budget: Budget) -> str | None:
+        """Names the budget that is used up, or None."""
+        if budget.trials is not None and self.trials >= budget.trials:
+            return f"trials budget ({budget.trials} trials)"
+        if budget.timeout is not None and self.elapsed >= budget.timeout:
+            return f"time budget ({budget.timeout:g} s)"
+        if budget.max_tokens is not None and self.tokens >= budget.max_tokens:
+            return f"token budget ({budget.max_tokens:,} tokens)"
+        if budget.max_cost is not None and self.cost >= budget.max_cost:
+            return f"cost budget (${budget.max_cost:g})"
+        return None
+
+
+@dataclass(frozen=True)
+class Status:
+    """A snapshot for the progress display.
+
+    Attributes:
+        spent: What the study has used.
+        budget: The budget.
+        running: Trials in flight in this process.
+        best: Best mean score so far, or None.
+        best_trial: Its trial number.
+        message: What just happened, or "".
+    """
+
+    spent: Spent
+    budget: Budget
+    running: int
+    best: float | None
+    best_trial: int | None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TrialEnd:
+    """How one trial of this session ended.
+
+    Attributes:
+        number: Trial number.
+        state: ``COMPLETE``, ``PRUNED`` or ``FAIL``.
+        values: Objective values of a complete trial.
+        detail: The pruning reason or the error.
+    """
+
+    number: int
+    state: TrialState
+    values: tuple[float, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A top trial re-evaluated with more repeats.
+
+    Attributes:
+        number: The trial re-evaluated.
+        repeats: Repeats of the re-evaluation.
+        scores: Score of each repeat.
+        mean: Mean score.
+        std: Sample standard deviation.
+        lcb: One-sided 95% lower confidence bound of the mean (Student's t).
+        max_rate: Share of answers that earned every point.
+        max_score: Points a repeat can earn.
+        tokens: Tokens the re-evaluation spent.
+        cost: Its estimated US dollars.
+    """
+
+    number: int
+    repeats: int
+    scores: tuple[float, ...]
+    mean: float
+    std: float
+    lcb: float
+    max_rate: float
+    max_score: float
+    tokens: int
+    cost: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON form stored in the study."""
+        return {
+            "number": self.number,
+            "repeats": self.repeats,
+            "scores": list(self.scores),
+            "mean": self.mean,
+            "std": self.std,
+            "lcb": self.lcb,
+            "max_rate": self.max_rate,
+            "max_score": self.max_score,
+            "tokens": self.tokens,
+            "cost": self.cost,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Confirmation:
+        """Builds it from the stored JSON form."""
+        return cls(
+            number=int(data["number"]),
+            repeats=int(data["repeats"]),
+            scores=tuple(float(s) for s in data["scores"]),
+            mean=float(data["mean"]),
+            std=float(data["std"]),
+            lcb=float(data["lcb"]),
+            max_rate=float(data["max_rate"]),
+            max_score=float(data["max_score"]),
+            tokens=int(data["tokens"]),
+            cost=float(data["cost"]),
+        )
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """How a search ended.
+
+    Attributes:
+        study: Study name.
+        stopped_by: What stopped it (a budget, an interrupt, repeated failures).
+        spent: What the study has used in total.
+        session_trials: Trials this session ran, in the order they ended.
+        stale: Trials a killed process had left running, marked failed at start.
+        best: The best trial (by confirmed mean if confirmed, else by mean), or None.
+        best_config: Its config.
+        pareto: Trial numbers on the Pareto front (multi-objective studies).
+        confirmations: The confirm stage's results, best first.
+        exports: Files the best config was written to.
+        objectives: The study's objectives.
+    """
+
+    study: str
+    stopped_by: str
+    spent: Spent
+    session_trials: tuple[TrialEnd, ...]
+    stale: tuple[int, ...]
+    best: FrozenTrial | None
+    best_config: MoAConfig | None
+    pareto: tuple[int, ...]
+    confirmations: tuple[Confirmation, ...]
+    exports: tuple[Path, ...]
+    objectives: tuple[str, ...]
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a signal stopped the search."""
+        return self.stopped_by.startswith("interrupt")
+
+
+_T95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812,
+        1.796, 1.782, 1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725,
+        1.721, 1.717, 1.714, 1.711, 1.708, 1.706, 1.703, 1.701, 1.699, 1.697)  # fmt: skip
+
+
+def lower_confidence_bound(scores: Sequence[float]) -> float:
+    """One-sided 95% lower confidence bound of the mean: ``mean - t * std / sqrt(n)``.
+
+    With one score the bound is the score itself (no spread is known).
+    """
+    n = len(scores)
+    if n == 0:
+        return 0.0
+    mean = statistics.fmean(scores)
+    if n == 1:
+        return mean
+    t = _T95[n - 2] if n - 2 < len(_T95) else 1.645
+    return mean - t * statistics.stdev(scores) / math.sqrt(n)
+
+
+def make_sampler(
+    name: str, *, seed: int | None, multi_objective: bool, startup_trials: int = 10
+) -> BaseSampler:
+    """Builds a sampler: ``tpe`` (multivariate, grouped), ``random``, ``gp`` or ``nsga2``.
+
+    Raises:
+        SearchError: Unknown name, ``gp`` without its dependencies, or ``gp`` for several
+            objectives.
+    """
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                multivariate=True,
+                group=True,
+                constant_liar=True,
+                n_startup_trials=startup_trials,
+                seed=seed,
+            )
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "gp":
+        if multi_objective:
+            raise SearchError("--sampler gp: supports one objective; use tpe or nsga2")
+        if not all(importlib.util.find_spec(m) for m in ("torch", "scipy")):
+            raise SearchError("--sampler gp: needs torch and scipy (pip install torch scipy)")
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup_trials)
+    raise SearchError(f"--sampler: unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _union_seconds(intervals: Sequence[tuple[float, float]]) -> float:
+    total, end = 0.0, -math.inf
+    for start, stop in sorted(intervals):
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
+
+
+def study_spent(
+    study: optuna.Study, now: float | None = None, session: tuple[str, float] | None = None
+) -> Spent:
+    """Adds up what ``study`` has used, from its trials and its study user attrs.
+
+    Args:
+        study: The study.
+        now: Epoch seconds taken as the end of the running session.
+        session: The running session's attr key and start, which may not be stored yet.
+    """
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    tokens = sum(int(_number(t.user_attrs.get("tokens"))) for t in trials)
+    cost = sum(_number(t.user_attrs.get("cost")) for t in trials)
+    intervals: dict[str, tuple[float, float]] = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(f"{CONFIRM_ATTR}:") and isinstance(value, dict):
+            tokens += int(_number(value.get("tokens")))
+            cost += _number(value.get("cost"))
+        elif key.startswith(f"{SESSION_ATTR}:") and isinstance(value, list) and len(value) == 2:
+            intervals[key] = (_number(value[0]), _number(value[1]))
+    if session is not None:
+        key, start = session
+        intervals[key] = (start, time.time() if now is None else now)
+    return Spent(finished, failed, _union_seconds(list(intervals.values())), tokens, cost)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_trials(study: optuna.Study) -> list[int]:
+    """Marks failed the trials a dead process on this host left running.
+
+    A running trial is stale when its ``worker`` attr names this host and a pid that no
+    longer exists, or when it has no ``worker`` attr and started over ten minutes ago.
+    Trials of live processes and of other hosts are left alone.
+
+    Returns:
+        The numbers of the trials marked failed.
+    """
+    host = socket.gethostname()
+    now = datetime.now()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        if isinstance(worker, dict):
+            stale = worker.get("host") == host and not _pid_alive(int(worker.get("pid", 0)))
+        else:
+            started = trial.datetime_start or now
+            stale = now - started > _STALE_UNOWNED
+        if not stale:
+            continue
+        try:
+            study._storage.set_trial_user_attr(
+                trial._trial_id, "error", "interrupted: its process died (found on resume)"
+            )
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except RuntimeError:  # another process got there first
+            continue
+        failed.append(trial.number)
+    return failed
+
+
+def _space_key(space: SearchSpace) -> dict[str, Any]:
+    data: dict[str, Any] = TypeAdapter(SearchSpace).dump_python(space, mode="json")
+    data.pop("repeats", None)
+    data.pop("mutation", None)
+    return data
+
+
+def _best_complete(study: optuna.Study) -> FrozenTrial | None:
+    """The complete trial with the best mean score (on the Pareto front), earliest first."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    if len(study.directions) > 1:
+        complete = study.best_trials
+    return max(complete, key=lambda t: (t.values[0], -t.number))
+
+
+class Search:
+    """Runs a study over ``space``.
+
+    Args:
+        space: The search space.
+        study_name: Study name.
+        storage: The study's storage (see :func:`optimizer._storage.open_storage`).
+        study_dir: Where transcripts and exports go (``runs/<study>``).
+        tasks: Task instances each trial is scored on.
+        grader: Scores answers.
+        router: Resolves models to providers.
+        catalog: Prices and context windows.
+        budget: When to stop.
+        workers: Trials in flight at once.
+        sampler: Sampler name (see :data:`SAMPLERS`).
+        seed: Seeds the sampler (offset by the trials already in the study, so a resumed
+            study does not replay its draws) and the model calls (repeat ``r`` uses
+            ``seed + r``; 0 if None).
+        objectives: ``("score",)``, ``("score", "cost")`` or ``("score", "latency")``.
+        baselines: Named configs enqueued first (mapped onto the space), unless the study
+            already ran them.
+        confirm_repeats: Repeats for the confirm stage; 0 skips it.
+        confirm_top: How many top trials the confirm stage re-evaluates.
+        observer: Called with a :class:`Status` as the search goes.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        study_name: str,
+        storage: BaseStorage,
+        study_dir: Path,
+        tasks: Sequence[Task],
+        grader: BaseGrader,
+        router: Router,
+        catalog: Catalog,
+        budget: Budget = Budget(),
+        workers: int = 1,
+        sampler: str = "tpe",
+        seed: int | None = None,
+        objectives: Sequence[str] = ("score",),
+        baselines: Sequence[tuple[str, MoAConfig]] = (),
+        confirm_repeats: int = 0,
+        confirm_top: int = 3,
+        observer: Callable[[Status], None] | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.space = space
+        self.study_name = study_name
+        self.storage = storage
+        self.study_dir = study_dir
+        self.tasks = tuple(tasks)
+        self.router = router
+        self.catalog = catalog
+        self.budget = budget
+        self.workers = workers
+        self.sampler_name = sampler
+        self.seed = seed
+        self.objectives = tuple(objectives)
+        self.baselines = tuple(baselines)
+        self.confirm_repeats = confirm_repeats
+        self.confirm_top = confirm_top
+        self.observer = observer
+        self.objective = Objective(
+            space=space,
+            tasks=self.tasks,
+            grader=grader,
+            router=router,
+            catalog=catalog,
+            study_dir=study_dir,
+            objectives=self.objectives,
+            seed=seed or 0,
+        )
+        self._interrupt: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._session: tuple[str, float] = ("", 0.0)
+        self._session_saved = 0.0
+        self._ends: list[TrialEnd] = []
+        self._failures = 0
+        self._last_error = ""
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def open_study(self) -> optuna.Study:
+        """Creates or loads the study; checks it was made with this space and objectives.
+
+        Raises:
+            SearchError: The study exists with other objectives or another search space.
+        """
+        directions = [DIRECTIONS[name] for name in self.objectives]
+        done = 0
+        try:
+            existing = optuna.load_study(study_name=self.study_name, storage=self.storage)
+        except KeyError:
+            existing = None
+        if existing is not None:
+            done = len(existing.get_trials(deepcopy=False))
+            names = existing.user_attrs.get("objectives", ["score"])
+            if list(names) != list(self.objectives):
+                raise SearchError(
+                    f"--objectives: study {self.study_name!r} optimises {','.join(names)}; "
+                    "use the same objectives or a new --study name"
+                )
+        sampler = make_sampler(
+            self.sampler_name,
+            seed=None if self.seed is None else self.seed + done,
+            multi_objective=len(self.objectives) > 1,
+            startup_trials=self._startup_trials(),
+        )
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=self.storage,
+            sampler=sampler,
+            directions=directions,
+            load_if_exists=True,
+        )
+        key = _space_key(self.space)
+        with storage_lock(self.storage)():
+            attrs = study.user_attrs
+            if SPACE_ATTR not in attrs:
+                study.set_user_attr(SPACE_ATTR, key)
+                study.set_user_attr("objectives", list(self.objectives))
+            elif attrs[SPACE_ATTR] != key:
+                raise SearchError(
+                    f"--space: study {self.study_name!r} was created with another search space "
+                    "(models, ranges, prompts or max_tokens differ); use a new --study name"
+                )
+        return study
+
+    def _startup_trials(self) -> int:
+        if self.budget.trials is None:
+            return 10
+        return max(2, min(10, self.budget.trials // 3))
+
+    def enqueue_baselines(self, study: optuna.Study, pool: PromptPool) -> list[str]:
+        """Enqueues each baseline the study has not run (or queued) yet.
+
+        Returns:
+            The names enqueued.
+        """
+        enqueued = []
+        with storage_lock(self.storage)():
+            trials = study.get_trials(deepcopy=False)
+            for name, config in self.baselines:
+                taken = any(
+                    t.user_attrs.get("baseline") == name and t.state != TrialState.FAIL
+                    for t in trials
+                )
+                if taken:
+                    continue
+                params, target = self.space.baseline_params(config, pool.params_for)
+                study.enqueue_trial(
+                    params,
+                    user_attrs={"baseline": name, "baseline_config": config_to_dict(target)},
+                )
+                enqueued.append(name)
+        return enqueued
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self) -> SearchSummary:
+        """Runs the search until a budget or a signal stops it, then confirms and exports."""
+        models = list(self.space.models)
+        if self.space.mutation.every > 0:
+            models.append(self.space.mutator_model)
+        self.router.check(models)
+        study = self.open_study()
+        stale = fail_stale_trials(study)
+        pool = PromptPool(study)
+        pool.ensure_seeds(self.space.seed_prompts())
+        self.enqueue_baselines(study, pool)
+        start = time.time()
+        self._session = (f"{SESSION_ATTR}:{socket.gethostname()}:{os.getpid()}:{start:.3f}", start)
+        loop = asyncio.get_running_loop()
+        handled = self._install_signals(loop)
+        try:
+            stopped_by = await self._loop(study, pool)
+            confirmations: list[Confirmation] = []
+            if not self._interrupt and self.confirm_repeats > 0:
+                confirmations = await self._confirm(study)
+            if self._interrupt:
+                stopped_by = self._interrupt
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            self._save_session(study)
+        return self._summary(study, stopped_by, tuple(stale), confirmations)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, loop, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                continue
+            installed.append(sig)
+        return installed
+
+    def _on_signal(self, loop: asyncio.AbstractEventLoop, sig: signal.Signals) -> None:
+        self._interrupt = f"interrupt ({sig.name})"
+        loop.remove_signal_handler(sig)  # a second signal stops the process at once
+        for task in self._tasks:
+            task.cancel()
+
+    def _save_session(self, study: optuna.Study, *, every: float = 0.0) -> None:
+        """Stores this session's interval, if ``every`` seconds passed since the last time."""
+        key, start = self._session
+        now = time.time()
+        if now - self._session_saved >= every:
+            study.set_user_attr(key, [start, now])
+            self._session_saved = now
+
+    def _spent(self, study: optuna.Study) -> Spent:
+        return study_spent(study, session=self._session)
+
+    def _stop_reason(self, study: optuna.Study) -> str | None:
+        if self._interrupt:
+            return self._interrupt
+        if self._failures >= max(MAX_CONSECUTIVE_FAILURES, self.workers + 1):
+            return f"repeated failures ({self._failures} trials in a row; last: {self._last_error})"
+        return self._spent(study).exhausted(self.budget)
+
+    async def _loop(self, study: optuna.Study, pool: PromptPool) -> str:
+        running: set[asyncio.Task[TrialEnd]] = set()
+        mutation: asyncio.Task[None] | None = None
+        stopped_by: str | None = None
+        self._notify(study, 0, "started")
+        while True:
+            stopped_by = stopped_by or self._stop_reason(study)
+            while stopped_by is None and len(running) < self.workers and self._room(study, running):
+                task = asyncio.create_task(self._trial(study, pool))
+                running.add(task)
+                self._tasks.add(task)
+            if not running:
+                break
+            timeout = None if stopped_by else self._time_left(study)
+            done, _ = await asyncio.wait(
+                running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                running.discard(task)
+                self._tasks.discard(task)
+                if task.cancelled():
+                    continue
+                end = task.result()
+                self._ends.append(end)
+                self._failures = self._failures + 1 if end.state == TrialState.FAIL else 0
+                if end.state == TrialState.FAIL:
+                    self._last_error = end.detail
+                self._notify(study, len(running), _describe(end))
+            if done:
+                await asyncio.to_thread(self._save_session, study, every=SESSION_SAVE_EVERY)
+            if mutation is None or mutation.done():
+                mutation = self._maybe_mutate(study, pool)
+        if mutation is not None and not mutation.done():
+            if self._interrupt:
+                mutation.cancel()
+            await asyncio.gather(mutation, return_exceptions=True)  # a round in flight ends
+        self._notify(study, 0, f"stopped by {stopped_by}")
+        return stopped_by or "nothing to do"
+
+    def _room(self, study: optuna.Study, running: set[asyncio.Task[TrialEnd]]) -> bool:
+        if self.budget.trials is None:
+            return True
+        return self._spent(study).trials + len(running) < self.budget.trials
+
+    def _time_left(self, study: optuna.Study) -> float | None:
+        if self.budget.timeout is None:
+            return None
+        return max(0.05, self.budget.timeout - self._spent(study).elapsed)
+
+    def _maybe_mutate(self, study: optuna.Study, pool: PromptPool) -> asyncio.Task[None] | None:
+        mutation = self.space.mutation
+        if self._interrupt or not pool.mutation_due(mutation.every):
+            return None
+
+        async def mutate() -> None:
+            try:
+                generations = await mutation_round(
+                    study,
+                    pool,
+                    self.router,
+                    self.space.mutator_model,
+                    mutation.variants,
+                    task=self.tasks[0].prompt,
+                    temperature=mutation.temperature,
+                    max_tokens=mutation.max_tokens,
+                )
+            except Exception as error:  # the search goes on with the pool it has
+                self._notify(study, 0, f"mutation round failed: {type(error).__name__}: {error}")
+                return
+            made = ", ".join(f"{g.role} g{g.number} ({len(g.variants)} new)" for g in generations)
+            self._notify(study, 0, f"mutation round {pool.rounds}: {made or 'no new prompts'}")
+
+        task = asyncio.create_task(mutate())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _trial(self, study: optuna.Study, pool: PromptPool) -> TrialEnd:
+        trial = study.ask()
+        trial.set_user_attr("worker", worker_id())
+        spend = Spend()
+        try:
+            values = await self.objective(trial, pool, spend)
+        except optuna.TrialPruned as pruned:
+            await asyncio.to_thread(study.tell, trial, state=TrialState.PRUNED)
+            return TrialEnd(trial.number, TrialState.PRUNED, detail=str(pruned))
+        except asyncio.CancelledError:
+            detail = self._interrupt or "cancelled"
+            _fail(study, trial, detail)
+            self._ends.append(TrialEnd(trial.number, TrialState.FAIL, detail=detail))
+            raise
+        except Exception as error:  # a failed trial must not end the search
+            detail = f"{type(error).__name__}: {error}"
+            await asyncio.to_thread(_fail, study, trial, detail)
+            return TrialEnd(trial.number, TrialState.FAIL, detail=detail)
+        try:
+            await asyncio.to_thread(study.tell, trial, values)
+        except asyncio.CancelledError:  # the tell goes on in its thread
+            self._ends.append(TrialEnd(trial.number, TrialState.COMPLETE, tuple(values)))
+            raise
+        return TrialEnd(trial.number, TrialState.COMPLETE, tuple(values))
+
+    def _notify(self, study: optuna.Study, running: int, message: str) -> None:
+        if self.observer is None:
+            return
+        best = _best_complete(study)
+        self.observer(
+            Status(
+                spent=self._spent(study),
+                budget=self.budget,
+                running=running,
+                best=None if best is None else best.values[0],
+                best_trial=None if best is None else best.number,
+                message=message,
+            )
+        )
+
+    # -- confirm and summary -------------------------------------------------------------
+
+    def _candidates(self, study: optuna.Study) -> list[FrozenTrial]:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        pool = list(study.best_trials) if len(self.objectives) > 1 else complete
+        ranked = sorted(pool, key=lambda t: (-t.values[0], t.number))
+        chosen: list[FrozenTrial] = []
+        seen: list[dict[str, Any]] = []
+        for trial in ranked:
+            key = behaviour(config_from_dict(trial.user_attrs["config"], f"trial {trial.number}"))
+            if key in seen:
+                continue
+            seen.append(key)
+            chosen.append(trial)
+            if len(chosen) == self.confirm_top:
+                break
+        return chosen
+
+    async def _confirm(self, study: optuna.Study) -> list[Confirmation]:
+        gate = asyncio.Semaphore(self.workers)
+
+        async def one(trial: FrozenTrial) -> Confirmation | None:
+            key = f"{CONFIRM_ATTR}:{trial.number}"
+            stored = study.user_attrs.get(key)
+            if isinstance(stored, dict) and int(stored.get("repeats", 0)) >= self.confirm_repeats:
+                return Confirmation.from_dict(stored)
+            config = config_from_dict(trial.user_attrs["config"], f"trial {trial.number}")
+            async with gate:
+                self._notify(study, 0, f"confirming trial {trial.number}")
+                try:
+                    evaluation = await evaluate(
+                        config,
+                        self.tasks,
+                        self.router,
+                        self.objective.grader,
+                        repeats=self.confirm_repeats,
+                        seed=self.seed or 0,
+                        catalog=self.catalog,
+                    )
+                except Exception as error:  # report the others
+                    self._notify(study, 0, f"confirming trial {trial.number} failed: {error}")
+                    return None
+            path = transcript_path(self.study_dir, trial.number)
+            write_transcript(path.with_name(f"{trial.number}-confirm.jsonl"), evaluation)
+            scores = evaluation.scores
+            confirmation = Confirmation(
+                number=trial.number,
+                repeats=self.confirm_repeats,
+                scores=scores,
+                mean=evaluation.mean,
+                std=evaluation.std,
+                lcb=lower_confidence_bound(scores),
+                max_rate=evaluation.max_rate,
+                max_score=evaluation.max_score,
+                tokens=evaluation.prompt_tokens + evaluation.completion_tokens,
+                cost=evaluation.cost,
+            )
+            study.set_user_attr(key, confirmation.to_dict())
+            return confirmation
+
+        tasks = [asyncio.create_task(one(t)) for t in self._candidates(study)]
+        self._tasks.update(tasks)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.difference_update(tasks)
+        found = [r for r in results if isinstance(r, Confirmation)]
+        return sorted(found, key=lambda c: (-c.mean, -c.lcb, c.number))
+
+    def _summary(
+        self,
+        study: optuna.Study,
+        stopped_by: str,
+        stale: tuple[int, ...],
+        confirmations: list[Confirmation],
+    ) -> SearchSummary:
+        pareto: tuple[int, ...] = ()
+        if len(self.objectives) > 1 and study.get_trials(states=(TrialState.COMPLETE,)):
+            pareto = tuple(sorted(t.number for t in study.best_trials))
+        best: FrozenTrial | None
+        best = study.trials[confirmations[0].number] if confirmations else _best_complete(study)
+        config = None
+        exports: tuple[Path, ...] = ()
+        if best is not None:
+            config = config_from_dict(best.user_attrs["config"], f"trial {best.number}")
+            exports = (self.study_dir / "best.json", self.study_dir / "best.yaml")
+            for path in exports:
+                save_config(config, path)
+        return SearchSummary(
+            study=self.study_name,
+            stopped_by=stopped_by,
+            spent=self._spent(study),
+            session_trials=tuple(self._ends),
+            stale=stale,
+            best=best,
+            best_config=config,
+            pareto=pareto,
+            confirmations=tuple(confirmations),
+            exports=exports,
+            objectives=self.objectives,
+        )
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, error: str) -> None:
+    """Marks ``trial`` failed with its ``error`` attr, unless it already finished."""
+    try:
+        trial.set_user_attr("error", error)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    except RuntimeError:  # finished meanwhile (a tell still running in its thread)
+        pass
+
+
+def _describe(end: TrialEnd) -> str:
+    if end.state == TrialState.COMPLETE:
+        values = ", ".join(f"{v:.4g}" for v in end.values)
+        return f"trial {end.number} finished: {values}"
+    if end.state == TrialState.PRUNED:
+        return f"trial {end.number} pruned: {end.detail}"
+    return f"trial {end.number} failed: {end.detail}"
+
+
+def summary_dict(summary: SearchSummary) -> dict[str, Any]:
+    """Returns the summary as JSON-ready data."""
+    best = summary.best
+    return {
+        "study": summary.study,
+        "stopped_by": summary.stopped_by,
+        "spent": {
+            "trials": summary.spent.trials,
+            "failed": summary.spent.failed,
+            "elapsed": summary.spent.elapsed,
+            "tokens": summary.spent.tokens,
+            "cost": summary.spent.cost,
+        },
+        "session_trials": [
+            {
+                "number": e.number,
+                "state": e.state.name,
+                "values": list(e.values),
+                "detail": e.detail,
+            }
+            for e in summary.session_trials
+        ],
+        "stale": list(summary.stale),
+        "best": None
+        if best is None
+        else {
+            "number": best.number,
+            "values": best.values,
+            **{
+                k: best.user_attrs.get(k)
+                for k in ("mean", "std", "scores", "max_score", "max_rate", "test_pass_rates")
+            },
+        },
+        "best_config": None if summary.best_config is None else config_to_dict(summary.best_config),
+        "pareto": list(summary.pareto),
+        "confirmations": [c.to_dict() for c in summary.confirmations],
+        "exports": [str(p) for p in summary.exports],
+        "objectives": list(summary.objectives),
+    }

@@ -1,0 +1,351 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from openai_server import Fault, OpenAIServer
+from optuna.trial import TrialState
+from search_helpers import KeywordGrader, keyword_task, seed_responder, system_prompt
+
+from optimizer._catalog import Catalog
+from optimizer._config import MoAConfig, config_from_dict, load_config
+from optimizer._objective import worker_id
+from optimizer._prompts import PromptPool
+from optimizer._space import SearchSpace, space_from_dict
+from optimizer._storage import open_storage
+from optimizer._study import (
+    Budget,
+    Search,
+    SearchError,
+    SearchSummary,
+    Status,
+    fail_stale_trials,
+    lower_confidence_bound,
+    study_spent,
+)
+from optimizer.providers import Router
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "search_spaces" / "smoke.yaml"
+WORKSHOP = ROOT / "search_spaces" / "baselines" / "workshop-default.json"
+CATALOG = Catalog.from_dict(
+    {"default": {"input_per_million": 1.0, "output_per_million": 2.0, "context_window": 8192}}
+)
+ATTRS = {
+    "config", "scores", "mean", "std", "max_score", "max_rate", "test_pass_rates",
+    "prompt_tokens", "completion_tokens", "tokens", "calls", "cache_hits", "wall_time", "cost",
+    "feedback", "transcript", "repeats", "seed", "worker",
+}  # fmt: skip
+
+
+def smoke(**changes: Any) -> SearchSpace:
+    data = yaml.safe_load(SMOKE.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return space_from_dict(data, "smoke")
+
+
+def mutating_responder(body: dict[str, Any]) -> str:
+    """The mutator writes prompts that ask for gamma; everything else is seed_responder."""
+    if system_prompt(body).startswith("You improve system prompts"):
+        return f"Variant {body.get('seed')}: always mention gamma. {{helper_response}}"
+    return seed_responder(body)
+
+
+def slow_trials_responder(body: dict[str, Any]) -> str:
+    """Like mutating_responder, but trial calls take a while, so each round ends in time."""
+    if not system_prompt(body).startswith("You improve system prompts"):
+        time.sleep(0.05)
+    return mutating_responder(body)
+
+
+def search(
+    tmp_path: Path,
+    server: OpenAIServer,
+    space: SearchSpace | None = None,
+    *,
+    study: str = "smoke",
+    baselines: list[tuple[str, MoAConfig]] | None = None,
+    seen: list[Status] | None = None,
+    **options: Any,
+) -> Search:
+    runs = tmp_path / "runs"
+    return Search(
+        space or smoke(),
+        study_name=study,
+        storage=open_storage(study, runs_dir=runs),
+        study_dir=runs / study,
+        tasks=[keyword_task("kw")],
+        grader=KeywordGrader(),
+        router=Router(base_url=server.base_url, max_retries=0),
+        catalog=CATALOG,
+        baselines=[("workshop-default", load_config(WORKSHOP))] if baselines is None else baselines,
+        observer=None if seen is None else seen.append,
+        **options,
+    )
+
+
+def run(search: Search) -> SearchSummary:
+    return asyncio.run(search.run())
+
+
+def load(tmp_path: Path, study: str = "smoke") -> optuna.Study:
+    return optuna.load_study(
+        study_name=study, storage=open_storage(study, runs_dir=tmp_path / "runs")
+    )
+
+
+def test_smoke_search_completes_its_trials_with_every_user_attr(tmp_path: Path) -> None:
+    seen: list[Status] = []
+    with OpenAIServer(seed_responder) as server:
+        summary = run(
+            search(tmp_path, server, budget=Budget(trials=6), workers=2, seed=3, seen=seen)
+        )
+    study = load(tmp_path)
+    assert summary.stopped_by == "trials budget (6 trials)"
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6
+    for trial in study.trials:
+        assert set(trial.user_attrs) >= ATTRS, trial.number
+        assert trial.user_attrs["worker"] == worker_id()
+        assert Path(trial.user_attrs["transcript"]).exists()
+    baseline = study.trials[0]
+    assert baseline.user_attrs["baseline"] == "workshop-default"
+    assert baseline.user_attrs["baseline_exact"] is False  # the smoke space caps max_tokens
+    config = config_from_dict(baseline.user_attrs["config"])
+    assert (config.cycles, config.main.temperature, config.layer_agents[0].temperature) == (
+        1,
+        0.7,
+        0.5,
+    )
+    assert config.main.system_prompt == load_config(WORKSHOP).main.system_prompt
+    assert summary.best is not None and summary.best_config is not None
+    workshop = load_config(tmp_path / "runs" / "smoke" / "best.json")  # drops max_tokens
+    assert workshop.main.model == summary.best_config.main.model
+    assert [a.system_prompt for a in workshop.layer_agents] == [
+        a.system_prompt for a in summary.best_config.layer_agents
+    ]
+    assert load_config(tmp_path / "runs" / "smoke" / "best.yaml") == summary.best_config
+    assert summary.spent.trials == 6 and summary.spent.tokens > 0 and summary.spent.cost > 0
+    assert seen[-1].spent.trials == 6 and seen[-1].best == summary.best.values[0]
+
+
+def test_workers_run_trials_concurrently(tmp_path: Path) -> None:
+    with OpenAIServer(seed_responder, latency=1.0) as server:
+        run(
+            search(
+                tmp_path,
+                server,
+                smoke(cycles=0, repeats=1),
+                baselines=[],
+                budget=Budget(trials=3),
+                workers=3,
+            )
+        )
+        requests = server.chat_requests
+    assert len(requests) == 3
+    first_end = min(r.finished for r in requests)
+    assert all(r.started < first_end for r in requests)  # all three were in flight at once
+
+
+@pytest.mark.parametrize(
+    ("budget", "named"),
+    [
+        (Budget(trials=2), "trials budget (2 trials)"),
+        (Budget(timeout=0.5), "time budget (0.5 s)"),
+        (Budget(max_tokens=50), "token budget (50 tokens)"),
+        (Budget(max_cost=0.0001), "cost budget ($0.0001)"),
+    ],
+)
+def test_each_budget_stops_the_search_and_is_named(
+    tmp_path: Path, budget: Budget, named: str
+) -> None:
+    with OpenAIServer(seed_responder, latency=0.1) as server:
+        summary = run(search(tmp_path, server, budget=budget, workers=2))
+    assert summary.stopped_by == named
+    assert summary.spent.exhausted(budget) == named
+    study = load(tmp_path)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)  # in-flight trials finished
+    assert summary.best is not None
+
+
+def test_resume_keeps_trials_and_counts_what_was_spent(tmp_path: Path) -> None:
+    with OpenAIServer(seed_responder) as server:
+        first = run(search(tmp_path, server, budget=Budget(trials=3), seed=1))
+        second = run(search(tmp_path, server, budget=Budget(trials=5), seed=1))
+        requests = len(server.chat_requests)
+        spent = second.spent.tokens
+        third = run(search(tmp_path, server, budget=Budget(max_tokens=spent)))
+        assert len(server.chat_requests) == requests  # already spent: no new call
+    assert len(first.session_trials) == 3 and len(second.session_trials) == 2
+    assert third.session_trials == () and third.stopped_by == f"token budget ({spent:,} tokens)"
+    study = load(tmp_path)
+    assert len(study.trials) == 5 and study.trials[0].user_attrs["baseline"] == "workshop-default"
+    assert sum("baseline" in t.user_attrs for t in study.trials) == 1  # not enqueued again
+    assert len([k for k in study.user_attrs if k.startswith("session:")]) == 3
+
+
+def test_a_resumed_study_rejects_another_space(tmp_path: Path) -> None:
+    with OpenAIServer(seed_responder) as server:
+        run(search(tmp_path, server, budget=Budget(trials=1)))
+        with pytest.raises(SearchError, match="created with another search space"):
+            run(search(tmp_path, server, smoke(cycles=1), budget=Budget(trials=2)))
+        run(
+            search(tmp_path, server, smoke(repeats=3), budget=Budget(trials=2))
+        )  # repeats may change
+
+
+def test_trials_left_running_by_a_dead_process_are_failed_on_resume(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    storage = open_storage("smoke", runs_dir=tmp_path / "runs")
+    study = optuna.create_study(study_name="smoke", storage=storage, direction="maximize")
+    orphan = study.ask()
+    orphan.set_user_attr("worker", {**worker_id(), "pid": dead_pid})
+    alive = study.ask()
+    alive.set_user_attr("worker", worker_id())
+    assert fail_stale_trials(study) == [orphan.number]
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.RUNNING]
+    assert "process died" in study.trials[0].user_attrs["error"]
+
+
+def test_sigint_stops_cleanly_and_marks_in_flight_trials_failed(tmp_path: Path) -> None:
+    def interrupting(body: dict[str, Any]) -> str:
+        if len(server.chat_requests) >= 3:  # a few trials have finished
+            os.kill(os.getpid(), signal.SIGINT)
+        return seed_responder(body)
+
+    with OpenAIServer(interrupting, latency=0.2) as server:
+        summary = run(
+            search(
+                tmp_path, server, smoke(cycles=0, repeats=1), budget=Budget(trials=50), workers=2
+            )
+        )
+    assert summary.stopped_by == "interrupt (SIGINT)" and summary.interrupted
+    study = load(tmp_path)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all(t.user_attrs["error"] == "interrupt (SIGINT)" for t in failed)
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in study.trials)
+    assert len(study.trials) < 50
+    assert {e.number for e in summary.session_trials if e.state == TrialState.FAIL} == {
+        t.number for t in failed
+    }
+
+
+def test_repeated_failures_stop_the_search(tmp_path: Path) -> None:
+    with OpenAIServer(seed_responder) as server:
+        server.inject(*[Fault(status=400)] * 20)
+        summary = run(search(tmp_path, server, budget=Budget(trials=20)))
+    assert summary.stopped_by.startswith(
+        "repeated failures (3 trials in a row; last: ProviderError"
+    )
+    assert summary.best is None and summary.exports == ()
+    assert summary.spent.failed == 3
+
+
+def test_confirm_stage_reevaluates_the_top_trials(tmp_path: Path) -> None:
+    with OpenAIServer(seed_responder) as server:
+        summary = run(
+            search(tmp_path, server, budget=Budget(trials=4), confirm_repeats=4, confirm_top=2)
+        )
+        calls = len(server.chat_requests)
+        again = run(
+            search(tmp_path, server, budget=Budget(trials=4), confirm_repeats=4, confirm_top=2)
+        )
+        assert len(server.chat_requests) == calls  # confirmations are stored and reused
+    assert len(summary.confirmations) == 2
+    for confirmation in summary.confirmations:
+        assert confirmation.repeats == 4 and len(confirmation.scores) == 4
+        # seed_responder alternates 100 and 60 points on even and odd seeds
+        assert sorted(confirmation.scores)[:2] == [60.0, 60.0] or confirmation.mean > 80
+        assert confirmation.lcb == pytest.approx(lower_confidence_bound(confirmation.scores))
+        assert confirmation.lcb < confirmation.mean
+    assert summary.best is not None and summary.best.number == summary.confirmations[0].number
+    assert again.confirmations == summary.confirmations
+    study = load(tmp_path)
+    confirmed = study_spent(study).tokens - sum(t.user_attrs["tokens"] for t in study.trials)
+    assert confirmed == sum(c.tokens for c in summary.confirmations) > 0
+
+
+def test_many_mutation_rounds_never_trip_the_categorical_check(tmp_path: Path) -> None:
+    space = smoke(mutation={"every": 2, "variants": 2})
+    with OpenAIServer(slow_trials_responder) as server:
+        summary = run(search(tmp_path, server, space, budget=Budget(trials=16), workers=2, seed=0))
+    study = load(tmp_path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 16
+    pool = PromptPool(study)
+    assert pool.rounds >= 4
+    assert len(pool.generations("main")) >= 3
+    prompt_params = {n for t in study.trials for n in t.params if "_prompt_g" in n}
+    assert any(n.endswith("_g2") for n in prompt_params)
+    # the mutated prompts mention gamma, which the responder rewards
+    assert summary.best is not None and summary.best.values[0] > 80
+
+
+def test_multi_objective_search_reports_a_pareto_front(tmp_path: Path) -> None:
+    with OpenAIServer(seed_responder) as server:
+        summary = run(
+            search(
+                tmp_path,
+                server,
+                budget=Budget(trials=5),
+                objectives=("score", "cost"),
+                sampler="nsga2",
+            )
+        )
+    study = load(tmp_path)
+    assert len(study.directions) == 2
+    assert summary.pareto and set(summary.pareto) == {t.number for t in study.best_trials}
+    assert summary.best is not None and summary.best.number in summary.pareto
+    with OpenAIServer(seed_responder) as server, pytest.raises(SearchError, match="--objectives"):
+        run(search(tmp_path, server, budget=Budget(trials=6)))
+
+
+def test_lower_confidence_bound() -> None:
+    assert lower_confidence_bound([]) == 0.0
+    assert lower_confidence_bound([90.0]) == 90.0
+    assert lower_confidence_bound([100.0, 100.0, 100.0]) == 100.0
+    # mean 80, std 23.09, n 4, t(0.95, 3) = 2.353
+    assert lower_confidence_bound([60.0, 100.0, 60.0, 100.0]) == pytest.approx(
+        80 - 2.353 * 23.094 / 2, abs=1e-2
+    )
+
+
+@pytest.mark.postgres
+def test_a_study_on_postgresql_is_joined_by_name_and_resumed(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    name = f"pg-{os.getpid()}-{tmp_path.name}"
+    storage = open_storage(name, postgres_url)
+    with OpenAIServer(mutating_responder) as server:
+        space = smoke(mutation={"every": 2, "variants": 1})
+        options: dict[str, Any] = {"study": name, "workers": 2}
+        first = search(tmp_path, server, space, budget=Budget(trials=4), **options)
+        first.storage = storage
+        assert run(first).stopped_by == "trials budget (4 trials)"
+        second = search(tmp_path, server, space, budget=Budget(trials=6), **options)
+        second.storage = open_storage(name, postgres_url)
+        summary = run(second)
+    joined = optuna.load_study(study_name=name, storage=open_storage(name, postgres_url))
+    assert len(summary.session_trials) == 2
+    assert [t.state for t in joined.trials] == [TrialState.COMPLETE] * 6
+    assert sum("baseline" in t.user_attrs for t in joined.trials) == 1
+    assert PromptPool(joined).rounds >= 2
+    optuna.delete_study(study_name=name, storage=open_storage(name, postgres_url))
