@@ -5,7 +5,7 @@ setup:
 	scripts/setup
 
 search: setup
-	.venv/bin/moa-opt search
+	.venv/bin/moa-opt search $(ARGS)
 
 test:
 	scripts/setup postgresql

@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from graders._base import BaseGrader, GradeResult, Task, TestResult
+from graders._base import GradeResult, Task, TestResult
 from graders._extract import extract_code, missing_code_reason
 from graders._params import rules_param
-from graders._rules import WORKSHOP_RULES, CodeRules, check_rules
-from graders._sandbox import FunctionCall, Outcome, Sandbox
+from graders._rules import WORKSHOP_RULES, check_rules
+from graders._sandbox import FunctionCall, Outcome, SandboxedGrader
 
 __all__ = [
     "EXPECTED_AVERAGE",
@@ -346,7 +346,7 @@ _CALLS = tuple(call for name in _CALL_ORDER for call in _BY_NAME[name].calls)
 MAX_SCORE = sum(test.max_points for test in FUNCTION120_TESTS)
 
 
-class Function120Grader(BaseGrader):
+class Function120Grader(SandboxedGrader):
     """The workshop's 120-point grader for ``calculate_user_metrics``.
 
     Args:
@@ -361,17 +361,6 @@ class Function120Grader(BaseGrader):
     def check_params(cls, params: Mapping[str, Any], where: str) -> None:
         """Accepts only ``rules`` (``workshop`` or ``none``)."""
         rules_param(params, where, WORKSHOP_RULES)
-
-    def __init__(self, *, sandbox: Sandbox | None = None, rules: CodeRules | None = None) -> None:
-        self._sandbox = sandbox
-        self._rules = rules
-
-    @property
-    def sandbox(self) -> Sandbox:
-        """The sandbox candidates run in (created on first use)."""
-        if self._sandbox is None:
-            self._sandbox = Sandbox()
-        return self._sandbox
 
     def grade(self, response: str, task: Task) -> GradeResult:
         """Extracts the function from ``response``, runs the eleven tests and scores them."""

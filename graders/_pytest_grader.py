@@ -16,19 +16,19 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from graders._base import BaseGrader, GradeResult, Task, TestResult
+from graders._base import GradeResult, Task, TestResult
 from graders._errors import GraderError
 from graders._extract import extract_code, missing_code_reason
 from graders._params import number_param, rules_param, str_param
-from graders._rules import NO_RULES, CodeRules, check_rules
-from graders._sandbox import Sandbox
+from graders._rules import NO_RULES, check_rules
+from graders._sandbox import SandboxedGrader
 
 __all__ = ["PytestGrader"]
 
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class PytestGrader(BaseGrader):
+class PytestGrader(SandboxedGrader):
     """Runs the task's pytest file against the candidate's module; score = share of tests passed.
 
     Args:
@@ -37,17 +37,6 @@ class PytestGrader(BaseGrader):
     """
 
     name: ClassVar[str] = "pytest"
-
-    def __init__(self, *, sandbox: Sandbox | None = None, rules: CodeRules | None = None) -> None:
-        self._sandbox = sandbox
-        self._rules = rules
-
-    @property
-    def sandbox(self) -> Sandbox:
-        """The sandbox the tests run in (created on first use)."""
-        if self._sandbox is None:
-            self._sandbox = Sandbox()
-        return self._sandbox
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any], where: str) -> None:

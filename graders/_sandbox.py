@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from graders._base import BaseGrader
+from graders._rules import CodeRules
 from graders._values import decode_value
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "SandboxError",
     "SandboxLimits",
     "SandboxRun",
+    "SandboxedGrader",
     "check_isolation",
 ]
 
@@ -726,3 +729,18 @@ def _has_exited(pid: int) -> bool:
     except ChildProcessError:
         return True
     return info is not None
+
+
+class SandboxedGrader(BaseGrader):
+    """A grader that runs candidates in a :class:`Sandbox` (made on first use)."""
+
+    def __init__(self, *, sandbox: Sandbox | None = None, rules: CodeRules | None = None) -> None:
+        self._sandbox = sandbox
+        self._rules = rules
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The sandbox candidates run in."""
+        if self._sandbox is None:
+            self._sandbox = Sandbox()
+        return self._sandbox

@@ -205,6 +205,11 @@ def storage_lock(storage: BaseStorage | None) -> LockFactory:
     rdb = inner if isinstance(inner, RDBStorage) else storage
     if isinstance(rdb, RDBStorage):
         return _rdb_lock(rdb)
+    return _process_lock()
+
+
+def _process_lock() -> LockFactory:
+    """A lock within this process only (storages with no cross-process lock of their own)."""
     lock = threading.Lock()
 
     @contextmanager
@@ -249,14 +254,7 @@ def _rdb_lock(storage: RDBStorage) -> LockFactory:
                     connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
         return advisory
-    lock = threading.Lock()
-
-    @contextmanager
-    def local() -> Iterator[None]:
-        with lock:
-            yield
-
-    return local
+    return _process_lock()
 
 
 def _journal_studies(runs_dir: Path) -> list[str]:
