@@ -207,6 +207,22 @@ _BWRAP_OPTIONS = (
     "--chdir", "/tmp",
 )  # fmt: skip
 
+
+def _bwrap_options(python: str) -> list[str]:
+    """bwrap's options for ``python``: the interpreter's folders stay visible over the tmpfs.
+
+    A virtualenv or interpreter that lives under /tmp (a checkout in /tmp, as CI may use) would
+    otherwise be hidden by the sandbox's private /tmp.
+    """
+    # <prefix>/bin/python: its prefix holds pyvenv.cfg and site-packages, or the stdlib.
+    prefixes = {os.path.dirname(os.path.dirname(p)) for p in (python, os.path.realpath(python))}
+    folders = {sys.prefix, sys.base_prefix, *prefixes}
+    under_tmp = sorted(f for f in folders if f == "/tmp" or f.startswith("/tmp/"))
+    binds = [arg for folder in under_tmp for arg in ("--ro-bind", folder, folder)]
+    at = _BWRAP_OPTIONS.index("--tmpfs") + 2
+    return [*_BWRAP_OPTIONS[:at], *binds, *_BWRAP_OPTIONS[at:]]
+
+
 _isolation_lock = threading.Lock()
 _isolation_checks: dict[str, IsolationCheck] = {}
 
@@ -224,7 +240,7 @@ def _probe_bwrap(python: str) -> IsolationCheck:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return IsolationCheck("rlimits", "bubblewrap (bwrap) is not installed")
-    argv = [bwrap, *_BWRAP_OPTIONS, "--", python, "-I", "-c", "print('sandbox-ok')"]
+    argv = [bwrap, *_bwrap_options(python), "--", python, "-I", "-c", "print('sandbox-ok')"]
     try:
         probe = subprocess.run(
             argv, capture_output=True, text=True, timeout=30, env=_scrubbed_env("/tmp")
@@ -429,7 +445,7 @@ class Sandbox:
         command = [self._python, "-I", "-B", "-c", source]
         if self._bwrap is None:
             return command
-        return [self._bwrap, *_BWRAP_OPTIONS, "--", *command]
+        return [self._bwrap, *_bwrap_options(self._python), "--", *command]
 
     def _run_process(self, job: dict[str, Any], budget_end: float) -> _ChildReport:
         """Runs one sandbox process on ``job`` and collects what it sends until it ends."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import textwrap
 import uuid
 from pathlib import Path
@@ -577,3 +579,17 @@ def test_pytest_mode_rejects_paths_as_file_names(any_sandbox: Sandbox) -> None:
 def test_bwrap_isolation_can_be_required() -> None:
     require_bwrap()
     assert Sandbox(isolation="bwrap").isolation == "bwrap"
+
+
+def test_bwrap_keeps_an_interpreter_under_tmp_visible(tmp_path: Path) -> None:
+    """A checkout (and its virtualenv) under /tmp must not vanish behind the private /tmp."""
+    require_bwrap()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    assert str(venv).startswith("/tmp/")
+    sandbox = Sandbox(isolation="bwrap", python=str(venv / "bin" / "python"))
+    assert sandbox.isolation == "bwrap"
+    run = sandbox.call_function(
+        "import sys\ndef where():\n    return sys.prefix\n", "where", [FunctionCall("w", ())]
+    )
+    assert run.outcomes[0].value == str(venv)
