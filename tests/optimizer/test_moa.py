@@ -114,7 +114,7 @@ def test_each_cycle_sees_the_previous_cycles_numbered_answers() -> None:
 
 
 def test_agents_of_a_cycle_run_concurrently_and_cycles_in_order() -> None:
-    with OpenAIServer(responder, latency=0.2) as server:
+    with OpenAIServer(responder, latency=0.5) as server:
         run(server, config(cycles=2, agents=3))
         requests = server.chat_requests
     by_cycle: dict[int, list[RecordedRequest]] = {1: [], 2: [], 3: []}
