@@ -46,6 +46,24 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help=f"response cache file (default {DEFAULT_CACHE})",
     )
     group.add_argument(
+        "--max-concurrency",
+        type=positive_int,
+        metavar="N",
+        help="requests in flight at once per endpoint (default: 16; Cerebras 8)",
+    )
+    group.add_argument(
+        "--requests-per-minute",
+        type=positive_int,
+        metavar="N",
+        help="cap on requests per minute per endpoint (default: none)",
+    )
+    group.add_argument(
+        "--tokens-per-minute",
+        type=positive_int,
+        metavar="N",
+        help="cap on tokens per minute per endpoint; Cerebras charges max_tokens up front",
+    )
+    group.add_argument(
         "--max-retries",
         type=nonnegative_int,
         default=4,
@@ -56,11 +74,17 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_router(args: argparse.Namespace) -> Router:
     """Builds the router the model flags describe."""
+    flags = {
+        "max_concurrency": args.max_concurrency,
+        "requests_per_minute": args.requests_per_minute,
+        "tokens_per_minute": args.tokens_per_minute,
+    }
     return Router(
         base_url=args.base_url,
         model_map=parse_model_map(args.model_map),
         cache=None if args.no_cache else ResponseCache(args.cache),
         max_retries=args.max_retries,
+        limits={name: value for name, value in flags.items() if value is not None},
     )
 
 

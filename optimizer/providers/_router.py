@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from optimizer._errors import UserError
 from optimizer.providers._base import Provider
@@ -94,7 +94,8 @@ class Router:
         cache: Response cache wrapped around every provider, or None.
         max_retries: Retries per call on transient failures.
         timeout: Seconds per HTTP attempt.
-        limits: Limits for the base URL endpoint (presets have their own defaults).
+        limits: Overrides of the endpoints' default limits: the fields of ``Limits`` to change
+            (``max_concurrency``, ``requests_per_minute``, ``tokens_per_minute``).
         env: Environment to read keys from.
         local_factory: Builds the embedded provider for a local model name.
     """
@@ -108,7 +109,7 @@ class Router:
         cache: ResponseCache | None = None,
         max_retries: int = 4,
         timeout: float = 120.0,
-        limits: Limits | None = None,
+        limits: Mapping[str, float | None] | None = None,
         env: Mapping[str, str] | None = None,
         local_factory: Callable[[str], Provider] | None = None,
     ) -> None:
@@ -119,7 +120,7 @@ class Router:
         self._cache = cache
         self._max_retries = max_retries
         self._timeout = timeout
-        self._limits = limits or Limits()
+        self._limit_overrides = dict(limits or {})
         self._local_factory = local_factory or _default_local_factory
         self._providers: dict[str, Provider] = {}
         self.notices: list[str] = []
@@ -191,6 +192,7 @@ class Router:
             self.notices.append(text)
 
     def _wrap(self, provider: Provider, limits: Limits) -> Provider:
+        limits = replace(limits, **self._limit_overrides)  # type: ignore[arg-type]
         limited: Provider = LimitedProvider(provider, limits)
         return CachedProvider(limited, self._cache) if self._cache is not None else limited
 
@@ -205,7 +207,7 @@ class Router:
                 max_retries=self._max_retries,
                 timeout=self._timeout,
             )
-            self._providers[key] = self._wrap(inner, self._limits)
+            self._providers[key] = self._wrap(inner, Limits())
         return self._providers[key]
 
     def _preset(self, preset: Preset) -> Provider:

@@ -196,3 +196,15 @@ def test_models_lists_the_endpoints_models(tmp_path: Path, server: OpenAIServer)
 def test_models_lists_embedded_models_without_keys(tmp_path: Path) -> None:
     done = moa_opt("models", "--provider", "local", cwd=tmp_path)
     assert done.stdout.split() == ["local/qwen2.5-coder-0.5b", "local/qwen2.5-coder-1.5b"]
+
+
+def test_max_concurrency_flag_limits_calls_in_flight(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml")
+    with OpenAIServer(latency=0.3) as server:
+        args = ("run", str(config), "--prompt", "x", "--base-url", server.base_url, "--no-cache")
+        assert moa_opt(*args, cwd=tmp_path).returncode == 0
+        together = server.chat_requests[:2]  # the two layer agents of cycle 1
+        assert max(r.started for r in together) < min(r.finished for r in together)
+        assert moa_opt(*args, "--max-concurrency", "1", cwd=tmp_path).returncode == 0
+        alone = server.chat_requests[3:5]
+        assert max(r.started for r in alone) >= min(r.finished for r in alone)

@@ -14,7 +14,6 @@ from optimizer.providers import (
     DEFAULT_LOCAL_MODEL,
     ChatRequest,
     Completion,
-    Limits,
     Message,
     Provider,
     ResponseCache,
@@ -189,7 +188,7 @@ def test_base_url_limits_are_applied() -> None:
             await router.aclose()
 
     with OpenAIServer(latency=0.05) as server:
-        asyncio.run(burst(Router(base_url=server.base_url, limits=Limits(1), env={})))
+        asyncio.run(burst(Router(base_url=server.base_url, limits={"max_concurrency": 1}, env={})))
         requests = server.chat_requests
     assert len(requests) == 4
     ordered = sorted(requests, key=lambda r: r.started)
