@@ -7,6 +7,7 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from challenge_candidates import CLEAN
 from moa_cli import moa_opt
 from openai_server import OpenAIServer
 
@@ -15,39 +16,7 @@ from optimizer._storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-GOOD = """```python
-def calculate_user_metrics(users, start_date, end_date):
-    empty = {"average_engagement": 0, "top_performers": [], "active_count": 0}
-    if not isinstance(users, list):
-        return empty
-    if not isinstance(start_date, str) or not isinstance(end_date, str):
-        return empty
-    if start_date > end_date:
-        return empty
-    scored = []
-    for user in users:
-        if not isinstance(user, dict):
-            continue
-        if any(k not in user for k in ("last_login", "posts", "comments", "likes", "days_active")):
-            continue
-        if not (start_date <= user["last_login"] <= end_date):
-            continue
-        try:
-            days = user["days_active"]
-            raw = user["posts"] * 2 + user["comments"] * 1.5 + user["likes"] * 0.1
-            engagement = raw / days if days else 0
-        except (TypeError, ValueError):
-            continue
-        scored.append((engagement, user))
-    if not scored:
-        return empty
-    ranked = sorted(scored, key=lambda pair: pair[0], reverse=True)
-    return {
-        "average_engagement": sum(e for e, _ in scored) / len(scored),
-        "top_performers": [u for _, u in ranked[:5]],
-        "active_count": len(scored),
-    }
-```"""
+GOOD = f"```python\n{CLEAN}```"  # scores 120
 
 NAIVE = """```python
 def calculate_user_metrics(users, start_date, end_date):
