@@ -14,6 +14,7 @@ import yaml
 
 from optimizer._config import HELPER_RESPONSE, AgentSpec, MoAConfig
 from optimizer._errors import UserError
+from optimizer._yamlfile import read_yaml
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -79,14 +80,7 @@ class Catalog:
             packaged = resources.files("optimizer").joinpath("data", "models.yaml")
             return cls.from_dict(yaml.safe_load(packaged.read_text("utf-8")), "models.yaml")
         file = Path(chosen)
-        try:
-            text = file.read_text(encoding="utf-8")
-        except OSError as error:
-            raise CatalogError(f"{file}: cannot read: {error.strerror or error}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise CatalogError(f"{file}: invalid YAML: {str(error).splitlines()[0]}") from None
+        data = read_yaml(file, CatalogError)
         return cls.from_dict(data, str(file))
 
     @classmethod

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from optimizer._errors import UserError
+from optimizer._yamlfile import read_yaml
 
 __all__ = [
     "DEFAULT_AGGREGATION_TEMPLATE",
@@ -259,23 +260,18 @@ def load_config(path: str | Path) -> MoAConfig:
         ConfigError: The file is missing, unreadable or invalid.
     """
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in {".yaml", ".yml"}:
+        return config_from_dict(read_yaml(path, ConfigError), str(path))
+    if suffix != ".json":
+        raise ConfigError(f"{path}: unknown config format (use .json for workshop files, .yaml)")
     try:
-        text = path.read_text(encoding="utf-8")
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}: invalid JSON: line {error.lineno}: {error.msg}") from None
-        return config_from_workshop(data, str(path))
-    if path.suffix.lower() in {".yaml", ".yml"}:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(error)}") from None
-        return config_from_dict(data, str(path))
-    raise ConfigError(f"{path}: unknown config format (use .json for workshop files, .yaml)")
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: invalid JSON: line {error.lineno}: {error.msg}") from None
+    return config_from_workshop(data, str(path))
 
 
 def save_config(config: MoAConfig, path: str | Path) -> None:
@@ -287,9 +283,3 @@ def save_config(config: MoAConfig, path: str | Path) -> None:
     else:
         text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
     path.write_text(text, encoding="utf-8")
-
-
-def _yaml_problem(error: yaml.YAMLError) -> str:
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    return f"line {mark.line + 1}: {problem}" if mark is not None else str(problem)

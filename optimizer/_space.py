@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 import optuna
-import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
@@ -48,6 +47,7 @@ from optimizer._config import (
     format_validation_error,
 )
 from optimizer._errors import UserError
+from optimizer._yamlfile import read_yaml
 
 __all__ = [
     "LAYER",
@@ -554,18 +554,7 @@ def load_space(path: str | Path, *, check_task: bool = True) -> SearchSpace:
         SpaceError: The file is missing, not YAML, or invalid.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SpaceError(f"{path}: cannot read: {error.strerror or error}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise SpaceError(
-            f"{path}: invalid YAML: {where}{getattr(error, 'problem', error)}"
-        ) from None
+    data = read_yaml(path, SpaceError)
     space = space_from_dict(data, str(path))
     if check_task:
         task_and_grader(space, str(path))
