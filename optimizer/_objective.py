@@ -18,6 +18,7 @@ from optimizer._catalog import Catalog, check_context
 from optimizer._config import MoAConfig, config_from_dict, config_to_dict
 from optimizer._evaluate import Evaluation, RunResult, evaluate, write_transcript
 from optimizer._space import PromptChooser, SearchSpace
+from optimizer._storage import batched_writes
 from optimizer.providers import Router
 
 __all__ = [
@@ -180,8 +181,9 @@ class Objective:
                 catalog=self.catalog,
             )
         except BaseException:
-            trial.set_user_attr("tokens", spend.tokens)
-            trial.set_user_attr("cost", spend.cost)
+            with batched_writes(trial.storage):
+                trial.set_user_attr("tokens", spend.tokens)
+                trial.set_user_attr("cost", spend.cost)
             raise
         await asyncio.to_thread(self._record, trial, evaluation)
         return self.values(evaluation)
@@ -194,6 +196,10 @@ class Objective:
 
     def _prepare(self, trial: optuna.Trial, pool: PromptChooser) -> tuple[MoAConfig, str | None]:
         """Suggests the config and records it; returns it and the context guard's verdict."""
+        with batched_writes(trial.storage):
+            return self._suggest(trial, pool)
+
+    def _suggest(self, trial: optuna.Trial, pool: PromptChooser) -> tuple[MoAConfig, str | None]:
         config = self.space.suggest(trial, pool)
         trial.set_user_attr("config", config_to_dict(config))
         wanted = trial.user_attrs.get("baseline_config")
@@ -217,5 +223,6 @@ class Objective:
         attrs["tokens"] = evaluation.prompt_tokens + evaluation.completion_tokens
         attrs["feedback"] = evaluation.feedback
         attrs["transcript"] = str(path)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        with batched_writes(trial.storage):
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)

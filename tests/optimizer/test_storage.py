@@ -174,3 +174,83 @@ def test_a_writer_killed_holding_the_journal_lock_blocks_nobody(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert study_names(open_storage("k", runs_dir=tmp_path / "runs")) == ["k"]
+
+
+def test_journal_fsyncs_where_a_trial_finishes_or_the_study_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    storage = open_storage("f", runs_dir=tmp_path)
+    study = optuna.create_study(study_name="f", storage=storage)
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    trial.suggest_int("n", 1, 3)
+    trial.set_user_attr("mean", 1.0)
+    assert synced == []  # a running trial's records: written, not synced
+    # ... yet already in the file: another process's storage sees them
+    other = optuna.load_study(study_name="f", storage=open_storage("f", runs_dir=tmp_path))
+    running = other.get_trials(deepcopy=False)[0]
+    assert set(running.params) == {"x", "n"} and running.user_attrs == {"mean": 1.0}
+    study.tell(trial, 0.5)
+    assert len(synced) == 1  # the tell flushes the trial's records with it
+    study.set_user_attr("pool", [1, 2])
+    assert len(synced) == 2
+    study.enqueue_trial({"x": 0.1, "n": 2})
+    assert len(synced) == 3
+    reloaded = optuna.load_study(study_name="f", storage=open_storage("f", runs_dir=tmp_path))
+    assert reloaded.trials[0].value == 0.5 and reloaded.user_attrs == {"pool": [1, 2]}
+
+
+def test_batched_writes_go_in_one_append_and_read_back_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optimizer._storage import JournalFile, batched_writes
+
+    storage = open_storage("b", runs_dir=tmp_path)
+    study = optuna.create_study(study_name="b", storage=storage)
+    trial = study.ask()
+    appends: list[int] = []
+    real_append = JournalFile.append_logs
+
+    def counting_append(self: JournalFile, logs: list[dict[str, object]]) -> None:
+        appends.append(len(logs))
+        real_append(self, logs)
+
+    monkeypatch.setattr(JournalFile, "append_logs", counting_append)
+    with batched_writes(trial.storage):
+        x = trial.suggest_float("x", 0.0, 1.0)
+        with batched_writes(trial.storage):  # nested: still the one batch
+            trial.set_user_attr("a", [1, 2])
+        trial.set_user_attr("b", {"c": "d"})
+        assert appends == []
+        assert trial.params == {"x": x} and trial.user_attrs == {"a": [1, 2], "b": {"c": "d"}}
+    assert appends == [3]
+    with pytest.raises(RuntimeError), batched_writes(trial.storage):
+        trial.set_user_attr("e", 5)
+        raise RuntimeError("the trial failed")
+    assert appends == [3, 1]  # what was written before the failure is kept
+    study.tell(trial, 1.0)
+    reloaded = optuna.load_study(study_name="b", storage=open_storage("b", runs_dir=tmp_path))
+    [done] = reloaded.trials
+    assert done.params == {"x": x} and done.value == 1.0
+    assert done.user_attrs == {"a": [1, 2], "b": {"c": "d"}, "e": 5}
+
+
+def test_batched_writes_on_other_storages_write_as_they_go(tmp_path: Path) -> None:
+    from optimizer._storage import batched_writes
+
+    storage = open_storage("s", f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    with batched_writes(trial.storage):
+        trial.set_user_attr("a", 1)
+        assert study.trials[0].user_attrs == {"a": 1}
