@@ -36,6 +36,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from optimizer._catalog import Catalog
 from optimizer._config import HELPER_RESPONSE
 from optimizer._space import MAIN
 from optimizer._storage import storage_lock
@@ -49,6 +50,7 @@ __all__ = [
     "ATTR_TEST_PASS_RATES",
     "CLAIM_TTL",
     "MAX_PROMPT_CHARS",
+    "MUTATION_SPEND_PREFIX",
     "OPERATORS",
     "POOL_ATTR_PREFIX",
     "PromptGeneration",
@@ -59,6 +61,9 @@ __all__ = [
 ]
 
 POOL_ATTR_PREFIX = "prompt_pool"
+MUTATION_SPEND_PREFIX = "mutation_spend"
+"""Study user attrs ``mutation_spend:<round>:<host>:<pid>``: tokens and cost of a worker's
+mutator calls in one round (budgets count them)."""
 """Study user attrs ``prompt_pool:<role>:g<n>`` (generations), ``prompt_pool:round:<r>``."""
 ATTR_CONFIG = "config"
 """Trial user attr: the trial's config in our dict form (``config_to_dict``)."""
@@ -578,6 +583,7 @@ async def mutation_round(
     max_tokens: int = 1024,
     max_chars: int = MAX_PROMPT_CHARS,
     claim_ttl: float | None = None,
+    catalog: Catalog | None = None,
 ) -> list[PromptGeneration]:
     """Builds the next generation of every role that completed trials have used.
 
@@ -604,6 +610,8 @@ async def mutation_round(
         max_chars: Longest prompt kept.
         claim_ttl: Seconds another worker's claim on this round keeps this call out
             (default: the pool's).
+        catalog: Prices for the cost of the mutator's calls, which go with their tokens
+            into a ``mutation_spend:`` study attr (default: :meth:`Catalog.load`).
 
     Returns:
         The generations this call committed (empty if there was nothing to do or another
@@ -613,6 +621,8 @@ async def mutation_round(
     round_number = pool.rounds + 1
     if not pool.claim_round(round_number, pool.claim_ttl if claim_ttl is None else claim_ttl):
         return []
+    prices = catalog if catalog is not None else Catalog.load()
+    spent = {"tokens": 0, "cost": 0.0}
     try:
         infos = _trial_infos(study, pool)
         latest_infos = sorted(infos, key=lambda i: i.number)[-recent:]
@@ -655,6 +665,10 @@ async def mutation_round(
                 completion = await provider.complete(request)
             except ProviderError:
                 return None
+            spent["tokens"] += completion.prompt_tokens + completion.completion_tokens
+            spent["cost"] += prices.cost(
+                model, completion.prompt_tokens, completion.completion_tokens
+            )
             text = clean_prompt(completion.text, max_chars)
             return None if text is None else (text, parents)
 
@@ -726,6 +740,10 @@ async def mutation_round(
     except BaseException:  # cancelled or failed: let another worker take the round
         pool.release_claim(round_number)
         raise
+    finally:
+        if spent["tokens"]:
+            key = f"{MUTATION_SPEND_PREFIX}:{round_number}:{socket.gethostname()}:{os.getpid()}"
+            study.set_user_attr(key, spent)
     # An empty round is committed too, so the schedule moves on when the mutator fails.
     record = {"completed_trials": len(infos), "mutator": mutator_model}
     committed = pool.commit_round(round_number, generations, record)

@@ -46,7 +46,7 @@ from optimizer._objective import (
     transcript_path,
     worker_id,
 )
-from optimizer._prompts import PromptPool, mutation_round
+from optimizer._prompts import MUTATION_SPEND_PREFIX, PromptPool, mutation_round
 from optimizer._space import SearchSpace
 from optimizer._storage import storage_lock
 from optimizer.providers import Router
@@ -335,7 +335,7 @@ def _union_seconds(intervals: Sequence[tuple[float, float]]) -> float:
 def study_spent(
     study: optuna.Study, now: float | None = None, session: tuple[str, float] | None = None
 ) -> Spent:
-    """Adds up what ``study`` has used, from its trials and its study user attrs.
+    """Adds up what ``study`` has used: its trials, confirm runs and mutator calls.
 
     Args:
         study: The study.
@@ -349,7 +349,8 @@ def study_spent(
     cost = sum(_number(t.user_attrs.get("cost")) for t in trials)
     intervals: dict[str, tuple[float, float]] = {}
     for key, value in study.user_attrs.items():
-        if key.startswith(f"{CONFIRM_ATTR}:") and isinstance(value, dict):
+        spend = key.startswith((f"{CONFIRM_ATTR}:", f"{MUTATION_SPEND_PREFIX}:"))
+        if spend and isinstance(value, dict):
             tokens += int(_number(value.get("tokens")))
             cost += _number(value.get("cost"))
         elif key.startswith(f"{SESSION_ATTR}:") and isinstance(value, list) and len(value) == 2:
@@ -651,6 +652,8 @@ class Search:
         self._notify(study, 0, "started")
         while True:
             stopped_by = stopped_by or self._stop_reason(study)
+            if stopped_by is None and (mutation is None or mutation.done()):
+                mutation = self._maybe_mutate(study, pool)  # none once a budget is reached
             while stopped_by is None and len(running) < self.workers and self._room(study, running):
                 task = asyncio.create_task(self._trial(study, pool))
                 running.add(task)
@@ -674,8 +677,6 @@ class Search:
                 self._notify(study, len(running), _describe(end))
             if done:
                 await asyncio.to_thread(self._save_session, study, every=SESSION_SAVE_EVERY)
-            if mutation is None or mutation.done():
-                mutation = self._maybe_mutate(study, pool)
         if mutation is not None and not mutation.done():
             if self._interrupt:
                 mutation.cancel()
@@ -709,6 +710,7 @@ class Search:
                     task=self.tasks[0].prompt,
                     temperature=mutation.temperature,
                     max_tokens=mutation.max_tokens,
+                    catalog=self.catalog,
                 )
             except Exception as error:  # the search goes on with the pool it has
                 self._notify(study, 0, f"mutation round failed: {type(error).__name__}: {error}")

@@ -16,6 +16,7 @@ from moa_cli import ROOT
 from openai_server import OpenAIServer
 from search_helpers import SEEDS, mutator_responder, pool_search
 
+from optimizer._catalog import Catalog, ModelInfo
 from optimizer._config import HELPER_RESPONSE
 from optimizer._prompts import (
     MAX_PROMPT_CHARS,
@@ -26,6 +27,7 @@ from optimizer._prompts import (
     mutation_round,
 )
 from optimizer._storage import open_storage
+from optimizer._study import study_spent
 from optimizer.providers import Router
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -151,6 +153,9 @@ def test_params_for_selects_a_text_for_an_enqueued_trial(tmp_path: Path) -> None
 
 def test_a_round_uses_every_operator_and_records_parents(tmp_path: Path) -> None:
     study = make_study(tmp_path)
+    prices = Catalog(
+        models={"mutator-model": ModelInfo(2.0, 10.0, 8192)}, default=ModelInfo(0.0, 0.0, 8192)
+    )
     pool = PromptPool(study)
     pool.ensure_seeds(SEEDS)
     with OpenAIServer(mutator_responder) as server:
@@ -160,7 +165,13 @@ def test_a_round_uses_every_operator_and_records_parents(tmp_path: Path) -> None
             try:
                 await pool_search(study, pool, router, trials=6, every=100)
                 return await mutation_round(
-                    study, pool, router, "mutator-model", 4, task="Write calculate_user_metrics."
+                    study,
+                    pool,
+                    router,
+                    "mutator-model",
+                    4,
+                    task="Write calculate_user_metrics.",
+                    catalog=prices,
                 )
             finally:
                 await router.aclose()
@@ -192,6 +203,15 @@ def test_a_round_uses_every_operator_and_records_parents(tmp_path: Path) -> None
     assert any("PROMPT A:" in a and "PROMPT B:" in a for a in asks)
     assert all("Write calculate_user_metrics." in a for a in asks)
     assert all(b["model"] == "mutator-model" and b["temperature"] == 0.9 for b in bodies)
+    # the mutator's calls are counted (budgets add them up): usage as the server reported it
+    mutator = [b for b in bodies if b["model"] == "mutator-model"]
+    prompt = sum(len(m["content"].split()) for b in mutator for m in b["messages"])
+    completion = sum(len(mutator_responder(b).split()) for b in mutator)
+    [spent] = [v for k, v in study.user_attrs.items() if k.startswith("mutation_spend:1:")]
+    assert spent["tokens"] == prompt + completion
+    assert spent["cost"] == pytest.approx((prompt * 2.0 + completion * 10.0) / 1e6)
+    trial_tokens = sum(t.user_attrs.get("tokens", 0) for t in study.trials)
+    assert study_spent(study).tokens == trial_tokens + prompt + completion
 
 
 def test_failed_mutator_calls_are_skipped_and_the_round_still_counts(tmp_path: Path) -> None:

@@ -280,7 +280,11 @@ def test_confirm_stage_reevaluates_the_top_trials(tmp_path: Path) -> None:
     assert summary.best is not None and summary.best.number == summary.confirmations[0].number
     assert again.confirmations == summary.confirmations
     study = load(tmp_path)
-    confirmed = study_spent(study).tokens - sum(t.user_attrs["tokens"] for t in study.trials)
+    mutations = sum(
+        v["tokens"] for k, v in study.user_attrs.items() if k.startswith("mutation_spend:")
+    )
+    trials = sum(t.user_attrs["tokens"] for t in study.trials)
+    confirmed = study_spent(study).tokens - trials - mutations
     assert confirmed == sum(c.tokens for c in summary.confirmations) > 0
 
 
@@ -297,6 +301,20 @@ def test_many_mutation_rounds_never_trip_the_categorical_check(tmp_path: Path) -
     assert any(n.endswith("_g2") for n in prompt_params)
     # the mutated prompts mention gamma, which the responder rewards
     assert summary.best is not None and summary.best.values[0] > 80
+
+
+def test_no_mutation_round_starts_once_the_budget_is_reached(tmp_path: Path) -> None:
+    space = smoke(mutation={"every": 2, "variants": 1})
+    with OpenAIServer(mutating_responder) as server:
+        run(search(tmp_path, server, space, budget=Budget(trials=2), seed=0))
+        mutator_calls = [r for r in server.chat_requests if "You improve" in system_prompt(r.body)]
+        assert mutator_calls == []  # the round due after trial 1 would be spent for nothing
+        assert PromptPool(load(tmp_path)).rounds == 0
+        run(search(tmp_path, server, space, budget=Budget(trials=3), seed=0))
+        resumed = [r for r in server.chat_requests if "You improve" in system_prompt(r.body)]
+    study = load(tmp_path)
+    assert resumed and PromptPool(study).rounds == 1  # the resumed search runs the due round
+    assert any(k.startswith("mutation_spend:1:") for k in study.user_attrs)
 
 
 def test_multi_objective_search_reports_a_pareto_front(tmp_path: Path) -> None:
