@@ -8,16 +8,18 @@ them (sampling, storage, user attrs, transcripts, bookkeeping), per trial and as
 the wall time (target: under 5%).
 
 ``compare``: at an equal number of trials on the embedded model (``challenge-local.yaml``;
-hours on 2 cores), three arms: the workshop's baseline config alone (re-run with a new seed
-each trial), random search without prompt mutation, and TPE with prompt mutation. Each arm
+hours on 2 cores), three arms run round-robin, one trial each per round: the workshop's
+baseline config alone (re-run with a new seed each trial), random search without prompt
+mutation, and TPE with prompt mutation. Each arm
 reports its best mean score and the trial that first reached it, and every trial goes to a
 CSV and a plot of score vs trial. Studies live in ``runs/bench-<arm>/`` and resume if the
 command is run again.
 
 Usage:
-    PYTHONPATH=. .venv/bin/python bench/bench_search.py overhead [--trials 40] [--workers 1]
+    PYTHONPATH=. .venv/bin/python bench/bench_search.py overhead [--trials 40] [--workers 1,2,4]
+        [--samplers tpe,random] [--latency S]
     PYTHONPATH=. .venv/bin/python bench/bench_search.py compare --trials 60 [--space FILE]
-        [--out bench/results] [--base-url URL]
+        [--timeout S] [--out bench/results] [--base-url URL]
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ def _overhead_search(
     runs: Path,
     trials: int,
     workers: int,
+    sampler: str,
     router: Router,
     grader: BaseGrader,
     tasks: Sequence[Task],
@@ -181,6 +184,7 @@ def _overhead_search(
         catalog=Catalog.load(),
         budget=Budget(trials=trials),
         workers=workers,
+        sampler=sampler,
         seed=0,
         baselines=[("workshop-default", load_config(WORKSHOP))],
     )
@@ -197,61 +201,56 @@ def _overhead_search(
 
 
 def overhead(args: argparse.Namespace, out: Path) -> int:
-    """Runs the overhead benchmark and prints a markdown table."""
+    """Runs one measured search per (workers, sampler) and prints a markdown table."""
     space = load_space(SPACES / "smoke.yaml")
     space = replace(space, mutation=replace(space.mutation, every=0))
     tasks, grader = task_and_grader(space, "smoke.yaml")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runs = out / f"overhead-{int(time.time())}"
+    setups = [(w, s) for w in args.workers for s in args.samplers]
+    rows = []
     with loopback_server(args.latency) as base_url:
         # a short warm-up search: imports, connection pool, sandbox start-up are not counted
-        warm = Intervals()
-        router = TimedRouter(warm, base_url=base_url, env={})
-        _overhead_search(space, "warm-up", runs, 2, 1, router, grader, tasks)
-        calls, grading = Intervals(), Intervals()
-        router = TimedRouter(calls, base_url=base_url, env={})
-        timed = TimedGrader(grader, grading)
-        wall = _overhead_search(
-            space, "measured", runs, args.trials, args.workers, router, timed, tasks
-        )
-        asyncio.run(router.aclose())
-    study = optuna.load_study(
-        study_name="measured", storage=open_storage("measured", runs_dir=runs)
-    )
-    trials = study.get_trials(deepcopy=False)
-    durations = [
-        (t.datetime_complete - t.datetime_start).total_seconds()
-        for t in trials
-        if t.datetime_complete and t.datetime_start
-    ]
-    scores = sorted({t.values[0] for t in trials if t.values})
-    busy = union(calls, grading)
-    outside = wall - busy
-    n = len(trials)
+        router = TimedRouter(Intervals(), base_url=base_url, env={})
+        _overhead_search(space, "warm-up", runs, 2, 1, "tpe", router, grader, tasks)
+        for workers, sampler in setups:
+            calls, grading = Intervals(), Intervals()
+            router = TimedRouter(calls, base_url=base_url, env={})
+            timed = TimedGrader(grader, grading)
+            name = f"measured-{workers}-{sampler}"
+            wall = _overhead_search(
+                space, name, runs, args.trials, workers, sampler, router, timed, tasks
+            )
+            study = optuna.load_study(study_name=name, storage=open_storage(name, runs_dir=runs))
+            n = len(study.get_trials(deepcopy=False))
+            busy = union(calls, grading)
+            rows.append((workers, sampler, n, wall, union(calls), union(grading), busy))
     print(f"`PYTHONPATH=. .venv/bin/python bench/bench_search.py {shlex.join(sys.argv[1:])}`\n")
     print(
-        f"{n} trials of smoke.yaml ({space.repeats} repeats, {len(tasks)} task instance(s), "
-        f"grader {grader.name}, scores {scores}), {args.workers} worker(s), loopback server "
-        f"with {args.latency:g} s latency in a child process, journal storage, no cache, "
-        f"{len(calls.spans)} model calls, {len(grading.spans)} gradings, after a 2-trial "
-        "warm-up search\n"
+        f"{args.trials} trials per row of smoke.yaml ({space.repeats} repeats, grader "
+        f"{grader.name}, every answer scores 120), loopback server with {args.latency:g} s "
+        "latency in a child process, journal storage, no cache, after a 2-trial warm-up search; "
+        "times per trial\n"
     )
-    print("| measure | total (s) | per trial (ms) |")
-    print("|---|---:|---:|")
-    rows = [
-        ("search wall time", wall),
-        ("inside model calls (union)", union(calls)),
-        ("inside grading (union)", union(grading)),
-        ("inside model calls or grading (union)", busy),
-        ("optimizer overhead (wall - union)", outside),
-        ("trials' own wall time, ask to tell (sum)", sum(durations)),
-    ]
-    for label, seconds in rows:
-        print(f"| {label} | {seconds:.3f} | {seconds / n * 1000:.1f} |")
-    ratio = outside / wall
-    verdict = "under" if ratio < 0.05 else "NOT under"
-    print(f"\noptimizer overhead: {ratio:.1%} of the search's wall time ({verdict} the 5% target)")
-    return 0 if ratio < 0.05 else 1
+    print(
+        "| workers | sampler | wall time | in model calls | in grading | in calls or grading "
+        "| overhead | overhead share |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for workers, sampler, n, wall, calls_s, grading_s, busy in rows:
+        ms = [f"{seconds / n * 1000:.1f} ms" for seconds in (wall, calls_s, grading_s, busy)]
+        outside = wall - busy
+        share = outside / wall
+        verdict = "" if share < 0.05 else " (over 5%)"
+        print(
+            f"| {workers} | {sampler} | {' | '.join(ms)} | {outside / n * 1000:.1f} ms "
+            f"| {share:.1%}{verdict} |"
+        )
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def baseline_config(space: SearchSpace) -> MoAConfig:
@@ -264,100 +263,95 @@ def baseline_config(space: SearchSpace) -> MoAConfig:
     return space.suggest(study.ask(), pool)
 
 
+class BenchSearch(Search):
+    """A search run one trial at a time whose TPE start-up matches the whole run's budget."""
+
+    def __init__(self, *args: Any, total_trials: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.total_trials = total_trials
+
+    def _startup_trials(self) -> int:
+        return max(2, min(10, self.total_trials // 3))
+
+
 def compare(args: argparse.Namespace, out: Path) -> int:
-    """Runs the three arms at ``--trials`` trials each; writes a CSV and a plot."""
+    """Runs the three arms round-robin, a trial each per round; writes a CSV and a plot.
+
+    Every round gives each arm one more trial, so the arms have equal budgets whenever the
+    run stops (``--timeout``, Ctrl-C, or the end); the CSV and plot are rewritten each round.
+    """
     space = load_space(args.space)
     tasks, grader = task_and_grader(space, str(args.space))
     catalog = Catalog.load()
     cache = None if args.no_cache else ResponseCache(args.cache)
-    rows: list[dict[str, Any]] = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    def router() -> Router:
-        return Router(base_url=args.base_url, cache=cache)
-
-    # the baseline alone: its config re-run with a fresh seed each trial
-    config = baseline_config(space)
-
-    async def baseline_arm() -> None:
-        route = router()
-        try:
-            for trial in range(args.trials):
-                evaluation = await evaluate(
-                    config,
-                    tasks,
-                    route,
-                    grader,
-                    repeats=space.repeats,
-                    seed=trial * space.repeats,
-                    catalog=catalog,
-                )
-                tokens = evaluation.prompt_tokens + evaluation.completion_tokens
-                rows.append(
-                    _row("baseline", trial, "COMPLETE", evaluation.mean, tokens, evaluation.cost)
-                )
-                print(f"baseline trial {trial}: {evaluation.mean:.4g}", file=sys.stderr)
-        finally:
-            await route.aclose()
-
-    asyncio.run(baseline_arm())
+    config = baseline_config(space)  # the baseline arm: this config, a fresh seed each trial
     arms = {
         "random": (replace(space, mutation=replace(space.mutation, every=0)), "random"),
         "tpe-mutation": (space, "tpe"),
     }
-    for arm, (arm_space, sampler) in arms.items():
-        name = f"bench-{arm}"
-        route = router()
-        search = Search(
-            arm_space,
-            study_name=name,
-            storage=open_storage(name),
-            study_dir=Path("runs") / name,
-            tasks=tasks,
-            grader=grader,
-            router=route,
-            catalog=catalog,
-            budget=Budget(trials=args.trials),
-            sampler=sampler,
-            seed=args.seed,
-            baselines=[("workshop-default", load_config(WORKSHOP))],
-            observer=functools.partial(_show, arm),
-        )
+    baseline_rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    start = time.monotonic()
 
-        async def go(search: Search = search, route: Router = route) -> None:
-            try:
-                await search.run()
-            finally:
-                await route.aclose()
-
-        asyncio.run(go())
-        study = optuna.load_study(study_name=name, storage=open_storage(name))
-        for trial in study.get_trials(deepcopy=False)[: args.trials]:
-            value = trial.values[0] if trial.values else None
-            attrs = trial.user_attrs
-            rows.append(
-                _row(
-                    arm,
-                    trial.number,
-                    trial.state.name,
-                    value,
-                    attrs.get("tokens", 0),
-                    attrs.get("cost", 0.0),
-                )
+    async def run_rounds(route: Router) -> None:
+        for trial in range(args.trials):
+            if args.timeout is not None and time.monotonic() - start >= args.timeout:
+                print(f"--timeout: stopping after {trial} round(s)", file=sys.stderr)
+                return
+            evaluation = await evaluate(
+                config,
+                tasks,
+                route,
+                grader,
+                repeats=space.repeats,
+                seed=trial * space.repeats,
+                catalog=catalog,
             )
-    out.mkdir(parents=True, exist_ok=True)
-    _best_so_far(rows)
-    table = out / "search_compare.csv"
-    with table.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    plot = out / "search_compare.png"
-    _plot(rows, plot, space)
+            tokens = evaluation.prompt_tokens + evaluation.completion_tokens
+            baseline_rows.append(
+                _row("baseline", trial, "COMPLETE", evaluation.mean, tokens, evaluation.cost)
+            )
+            print(f"baseline trial {trial}: {evaluation.mean:.4g}", file=sys.stderr)
+            for arm, (arm_space, sampler) in arms.items():
+                name = f"bench-{arm}"
+                search = BenchSearch(
+                    arm_space,
+                    study_name=name,
+                    storage=open_storage(name),
+                    study_dir=Path("runs") / name,
+                    tasks=tasks,
+                    grader=grader,
+                    router=route,
+                    catalog=catalog,
+                    budget=Budget(trials=trial + 1),
+                    sampler=sampler,
+                    seed=args.seed,
+                    baselines=[("workshop-default", load_config(WORKSHOP))],
+                    observer=functools.partial(_show, arm),
+                    total_trials=args.trials,
+                )
+                summary = await search.run()
+                if summary.interrupted:
+                    raise KeyboardInterrupt
+            rows[:] = baseline_rows + _study_rows(arms, trial + 1)
+            _write(rows, out, space)
+
+    async def go() -> None:
+        route = Router(base_url=args.base_url, cache=cache)
+        try:
+            await run_rounds(route)
+        finally:
+            await route.aclose()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+    if not rows:
+        print("no complete round", file=sys.stderr)
+        return 1
+    rounds = len(baseline_rows)
     print(f"`PYTHONPATH=. .venv/bin/python bench/bench_search.py {shlex.join(sys.argv[1:])}`\n")
-    print(
-        f"{args.trials} trials per arm on {args.space.name} ({space.repeats} repeat(s) per trial)\n"
-    )
+    print(f"{rounds} trials per arm on {args.space.name} ({space.repeats} repeat(s) per trial)\n")
     print("| arm | best mean | trials to best | complete | tokens |")
     print("|---|---:|---:|---:|---:|")
     for arm in ("baseline", *arms):
@@ -367,8 +361,33 @@ def compare(args: argparse.Namespace, out: Path) -> int:
         first = next((r["trial"] for r in scored if float(r["value"]) == best), "-")
         tokens = sum(int(r["tokens"] or 0) for r in mine)
         print(f"| {arm} | {best:.4g} | {first} | {len(scored)} | {tokens:,} |")
-    print(f"\nCSV: {table}\nplot: {plot}")
+    print(f"\nCSV: {out / 'search_compare.csv'}\nplot: {out / 'search_compare.png'}")
     return 0
+
+
+def _study_rows(arms: dict[str, Any], trials: int) -> list[dict[str, Any]]:
+    """The first ``trials`` trials of each arm's study, as CSV rows."""
+    rows = []
+    for arm in arms:
+        name = f"bench-{arm}"
+        study = optuna.load_study(study_name=name, storage=open_storage(name))
+        for trial in study.get_trials(deepcopy=False)[:trials]:
+            attrs = trial.user_attrs
+            value = trial.values[0] if trial.values else None
+            tokens, cost = attrs.get("tokens", 0), attrs.get("cost", 0.0)
+            rows.append(_row(arm, trial.number, trial.state.name, value, tokens, cost))
+    return rows
+
+
+def _write(rows: list[dict[str, Any]], out: Path, space: SearchSpace) -> None:
+    """Writes the CSV and the plot."""
+    out.mkdir(parents=True, exist_ok=True)
+    _best_so_far(rows)
+    with (out / "search_compare.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    _plot(rows, out / "search_compare.png", space)
 
 
 def _show(arm: str, status: Status) -> None:
@@ -434,13 +453,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="bench", required=True)
     over = commands.add_parser("overhead", help="the optimizer's overhead per trial")
     over.add_argument("--trials", type=int, default=40)
-    over.add_argument("--workers", type=int, default=1)
+    over.add_argument("--workers", type=lambda t: [int(n) for n in _names(t)], default=[1, 2, 4])
+    over.add_argument("--samplers", type=_names, default=["tpe"])
     over.add_argument("--latency", type=float, default=0.0, help="seconds per model call")
     over.add_argument("--out", type=Path, default=Path("runs/bench"))
     cmp = commands.add_parser("compare", help="baseline vs random vs TPE with mutation")
     cmp.add_argument("--trials", type=int, default=60, help="trials per arm (equal budget)")
     cmp.add_argument("--space", type=Path, default=SPACES / "challenge-local.yaml")
     cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--timeout", type=float, help="seconds; no new round starts after it")
     cmp.add_argument(
         "--base-url", help="an OpenAI-compatible endpoint instead of the embedded models"
     )
