@@ -638,12 +638,12 @@ class Search:
     def _spent(self, study: optuna.Study) -> Spent:
         return study_spent(study, session=self._session)
 
-    def _stop_reason(self, study: optuna.Study) -> str | None:
+    def _stop_reason(self, spent: Spent) -> str | None:
         if self._interrupt:
             return self._interrupt
         if self._failures >= max(MAX_CONSECUTIVE_FAILURES, self.workers + 1):
             return f"repeated failures ({self._failures} trials in a row; last: {self._last_error})"
-        return self._spent(study).exhausted(self.budget)
+        return spent.exhausted(self.budget)
 
     async def _loop(self, study: optuna.Study, pool: PromptPool) -> str:
         running: set[asyncio.Task[TrialEnd]] = set()
@@ -651,16 +651,17 @@ class Search:
         stopped_by: str | None = None
         self._notify(study, 0, "started")
         while True:
-            stopped_by = stopped_by or self._stop_reason(study)
+            spent = self._spent(study)  # once per turn: it reads every trial and study attr
+            stopped_by = stopped_by or self._stop_reason(spent)
             if stopped_by is None and (mutation is None or mutation.done()):
                 mutation = self._maybe_mutate(study, pool)  # none once a budget is reached
-            while stopped_by is None and len(running) < self.workers and self._room(study, running):
+            while stopped_by is None and len(running) < self.workers and self._room(spent, running):
                 task = asyncio.create_task(self._trial(study, pool))
                 running.add(task)
                 self._tasks.add(task)
             if not running:
                 break
-            timeout = None if stopped_by else self._time_left(study)
+            timeout = None if stopped_by else self._time_left(spent)
             done, _ = await asyncio.wait(
                 running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
@@ -684,15 +685,15 @@ class Search:
         self._notify(study, 0, f"stopped by {stopped_by}")
         return stopped_by or "nothing to do"
 
-    def _room(self, study: optuna.Study, running: set[asyncio.Task[TrialEnd]]) -> bool:
+    def _room(self, spent: Spent, running: set[asyncio.Task[TrialEnd]]) -> bool:
         if self.budget.trials is None:
             return True
-        return self._spent(study).trials + len(running) < self.budget.trials
+        return spent.trials + len(running) < self.budget.trials
 
-    def _time_left(self, study: optuna.Study) -> float | None:
+    def _time_left(self, spent: Spent) -> float | None:
         if self.budget.timeout is None:
             return None
-        return max(0.05, self.budget.timeout - self._spent(study).elapsed)
+        return max(0.05, self.budget.timeout - spent.elapsed)
 
     def _maybe_mutate(self, study: optuna.Study, pool: PromptPool) -> asyncio.Task[None] | None:
         mutation = self.space.mutation
