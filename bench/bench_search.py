@@ -5,7 +5,8 @@ loopback OpenAI-compatible server of the tests with zero latency, running in a c
 so its threads do not compete with the search for this process's GIL. Every model call and
 every grading is timed; the optimizer's overhead is the search's wall time outside all of
 them (sampling, storage, user attrs, transcripts, bookkeeping), per trial and as a share of
-the wall time (target: under 5%).
+the wall time (target: under 5%). One search per workers x sampler x journal, side by side:
+journal ``moa`` is our storage, ``optuna`` Optuna's journal file backend as it comes.
 
 ``compare``: at an equal number of trials on the embedded model (``challenge-local.yaml``;
 hours on 2 cores), three arms run round-robin, one trial each per round: the workshop's
@@ -17,7 +18,7 @@ command is run again.
 
 Usage:
     PYTHONPATH=. .venv/bin/python bench/bench_search.py overhead [--trials 40] [--workers 1,2,4]
-        [--samplers tpe,random] [--latency S]
+        [--samplers tpe,random] [--journals moa,optuna] [--latency S]
     PYTHONPATH=. .venv/bin/python bench/bench_search.py compare --trials 60 [--space FILE]
         [--timeout S] [--out bench/results] [--base-url URL]
 """
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import optuna
 from openai_server import OpenAIServer
+from optuna.storages.journal import JournalFileBackend
 
 from graders._base import BaseGrader, GradeResult, Task
 from optimizer._catalog import Catalog
@@ -50,7 +52,7 @@ from optimizer._config import MoAConfig, load_config
 from optimizer._evaluate import evaluate
 from optimizer._prompts import PromptPool
 from optimizer._space import SearchSpace, load_space, task_and_grader
-from optimizer._storage import open_storage
+from optimizer._storage import FlockJournalLock, open_storage
 from optimizer._study import Budget, Search, Status
 from optimizer.providers import ChatRequest, Completion, Provider, ResponseCache, Router
 
@@ -168,6 +170,7 @@ def _overhead_search(
     trials: int,
     workers: int,
     sampler: str,
+    journal: str,
     router: Router,
     grader: BaseGrader,
     tasks: Sequence[Task],
@@ -176,7 +179,7 @@ def _overhead_search(
     search = Search(
         space,
         study_name=name,
-        storage=open_storage(name, runs_dir=runs),
+        storage=_journal_storage(journal, name, runs),
         study_dir=runs / name,
         tasks=tasks,
         grader=grader,
@@ -201,30 +204,30 @@ def _overhead_search(
 
 
 def overhead(args: argparse.Namespace, out: Path) -> int:
-    """Runs one measured search per (workers, sampler) and prints a markdown table."""
+    """Runs one measured search per (workers, sampler, journal); prints a markdown table."""
     space = load_space(SPACES / "smoke.yaml")
     space = replace(space, mutation=replace(space.mutation, every=0))
     tasks, grader = task_and_grader(space, "smoke.yaml")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runs = out / f"overhead-{int(time.time())}"
-    setups = [(w, s) for w in args.workers for s in args.samplers]
+    setups = [(w, s, j) for w in args.workers for s in args.samplers for j in args.journals]
     rows = []
     with loopback_server(args.latency) as base_url:
         # a short warm-up search: imports, connection pool, sandbox start-up are not counted
         router = TimedRouter(Intervals(), base_url=base_url, env={})
-        _overhead_search(space, "warm-up", runs, 2, 1, "tpe", router, grader, tasks)
-        for workers, sampler in setups:
+        _overhead_search(space, "warm-up", runs, 2, 1, "tpe", "moa", router, grader, tasks)
+        for workers, sampler, journal in setups:
             calls, grading = Intervals(), Intervals()
             router = TimedRouter(calls, base_url=base_url, env={})
             timed = TimedGrader(grader, grading)
-            name = f"measured-{workers}-{sampler}"
+            name = f"measured-{workers}-{sampler}-{journal}"
             wall = _overhead_search(
-                space, name, runs, args.trials, workers, sampler, router, timed, tasks
+                space, name, runs, args.trials, workers, sampler, journal, router, timed, tasks
             )
             study = optuna.load_study(study_name=name, storage=open_storage(name, runs_dir=runs))
             n = len(study.get_trials(deepcopy=False))
             busy = union(calls, grading)
-            rows.append((workers, sampler, n, wall, union(calls), union(grading), busy))
+            rows.append((workers, sampler, journal, n, wall, union(calls), union(grading), busy))
     print(f"`PYTHONPATH=. .venv/bin/python bench/bench_search.py {shlex.join(sys.argv[1:])}`\n")
     print(
         f"{args.trials} trials per row of smoke.yaml ({space.repeats} repeats, grader "
@@ -233,20 +236,31 @@ def overhead(args: argparse.Namespace, out: Path) -> int:
         "times per trial\n"
     )
     print(
-        "| workers | sampler | wall time | in model calls | in grading | in calls or grading "
-        "| overhead | overhead share |"
+        "| workers | sampler | journal | wall time | in model calls | in grading "
+        "| in calls or grading | overhead | overhead share |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    for workers, sampler, n, wall, calls_s, grading_s, busy in rows:
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for workers, sampler, journal, n, wall, calls_s, grading_s, busy in rows:
         ms = [f"{seconds / n * 1000:.1f} ms" for seconds in (wall, calls_s, grading_s, busy)]
         outside = wall - busy
         share = outside / wall
         verdict = "" if share < 0.05 else " (over 5%)"
         print(
-            f"| {workers} | {sampler} | {' | '.join(ms)} | {outside / n * 1000:.1f} ms "
+            f"| {workers} | {sampler} | {journal} | {' | '.join(ms)} | {outside / n * 1000:.1f} ms "
             f"| {share:.1%}{verdict} |"
         )
     return 0
+
+
+def _journal_storage(journal: str, name: str, runs: Path) -> optuna.storages.BaseStorage:
+    """``moa``: ours (:func:`open_storage`); ``optuna``: Optuna's journal file backend as it
+    comes (an fsync and an append per record), with the same lock."""
+    if journal == "moa":
+        return open_storage(name, runs_dir=runs)
+    path = runs / name / "journal.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FlockJournalLock(str(path))
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
 
 
 def _names(text: str) -> list[str]:
@@ -455,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     over.add_argument("--trials", type=int, default=40)
     over.add_argument("--workers", type=lambda t: [int(n) for n in _names(t)], default=[1, 2, 4])
     over.add_argument("--samplers", type=_names, default=["tpe"])
+    over.add_argument("--journals", type=_names, default=["moa", "optuna"])
     over.add_argument("--latency", type=float, default=0.0, help="seconds per model call")
     over.add_argument("--out", type=Path, default=Path("runs/bench"))
     cmp = commands.add_parser("compare", help="baseline vs random vs TPE with mutation")
