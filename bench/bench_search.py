@@ -12,15 +12,16 @@ journal ``moa`` is our storage, ``optuna`` Optuna's journal file backend as it c
 hours on 2 cores), three arms run round-robin, one trial each per round: the workshop's
 baseline config alone (re-run with a new seed each trial), random search without prompt
 mutation, and TPE with prompt mutation. Each arm
-reports its best mean score and the trial that first reached it, and every trial goes to a
-CSV and a plot of score vs trial. Studies live in ``runs/bench-<arm>/`` and resume if the
-command is run again.
+reports its best mean score and the trial that first reached it; then each arm's best config
+is re-run with ``--confirm-repeats`` new seeds, since a best of noisy single scores flatters.
+Every trial goes to a CSV and a plot of score vs trial. Studies live in ``runs/bench-<arm>/``
+and resume if the command is run again.
 
 Usage:
     PYTHONPATH=. .venv/bin/python bench/bench_search.py overhead [--trials 40] [--workers 1,2,4]
         [--samplers tpe,random] [--journals moa,optuna] [--latency S]
     PYTHONPATH=. .venv/bin/python bench/bench_search.py compare --trials 60 [--space FILE]
-        [--timeout S] [--out bench/results] [--base-url URL]
+        [--timeout S] [--confirm-repeats 5] [--out bench/results] [--base-url URL]
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ from optuna.storages.journal import JournalFileBackend
 
 from graders._base import BaseGrader, GradeResult, Task
 from optimizer._catalog import Catalog
-from optimizer._config import MoAConfig, load_config
-from optimizer._evaluate import evaluate
+from optimizer._config import MoAConfig, config_from_dict, load_config
+from optimizer._evaluate import Evaluation, evaluate
 from optimizer._prompts import PromptPool
 from optimizer._space import SearchSpace, load_space, task_and_grader
 from optimizer._storage import FlockJournalLock, open_storage
@@ -59,6 +60,7 @@ from optimizer.providers import ChatRequest, Completion, Provider, ResponseCache
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "search_spaces"
 WORKSHOP = SPACES / "baselines" / "workshop-default.json"
+CONFIRM_SEED = 1000  # the confirm runs' seeds: 1000, 1001, ... (trials use smaller ones)
 
 
 def code_responder(body: dict[str, Any]) -> str:
@@ -351,10 +353,37 @@ def compare(args: argparse.Namespace, out: Path) -> int:
             rows[:] = baseline_rows + _study_rows(arms, trial + 1)
             _write(rows, out, space)
 
+    confirmed: dict[str, Evaluation] = {}
+
+    async def confirm(route: Router) -> None:
+        """Re-runs each arm's best config with ``--confirm-repeats`` fresh seeds."""
+        for arm in ("baseline", *arms):
+            best = _best_row(rows, arm)
+            if best is None:
+                continue
+            chosen = config
+            if arm != "baseline":
+                name = f"bench-{arm}"
+                study = optuna.load_study(study_name=name, storage=open_storage(name))
+                data = study.trials[int(best["trial"])].user_attrs["config"]
+                chosen = config_from_dict(data, f"{name} trial {best['trial']}")
+            confirmed[arm] = await evaluate(
+                chosen,
+                tasks,
+                route,
+                grader,
+                repeats=args.confirm_repeats,
+                seed=CONFIRM_SEED,
+                catalog=catalog,
+            )
+            print(f"{arm}: confirmed {confirmed[arm].scores}", file=sys.stderr)
+
     async def go() -> None:
         route = Router(base_url=args.base_url, cache=cache)
         try:
             await run_rounds(route)
+            if args.confirm_repeats > 0:
+                await confirm(route)
         finally:
             await route.aclose()
 
@@ -366,17 +395,33 @@ def compare(args: argparse.Namespace, out: Path) -> int:
     rounds = len(baseline_rows)
     print(f"`PYTHONPATH=. .venv/bin/python bench/bench_search.py {shlex.join(sys.argv[1:])}`\n")
     print(f"{rounds} trials per arm on {args.space.name} ({space.repeats} repeat(s) per trial)\n")
-    print("| arm | best mean | trials to best | complete | tokens |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        f"| arm | best mean | trials to best | complete | tokens | best config re-run "
+        f"({args.confirm_repeats} new seeds): mean ± std | max-score rate |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for arm in ("baseline", *arms):
         mine = [r for r in rows if r["arm"] == arm]
         scored = [r for r in mine if r["value"] != ""]
-        best = max((float(r["value"]) for r in scored), default=float("nan"))
-        first = next((r["trial"] for r in scored if float(r["value"]) == best), "-")
+        best_row = _best_row(rows, arm)
+        best = float(best_row["value"]) if best_row else float("nan")
+        first = best_row["trial"] if best_row else "-"
         tokens = sum(int(r["tokens"] or 0) for r in mine)
-        print(f"| {arm} | {best:.4g} | {first} | {len(scored)} | {tokens:,} |")
+        check = confirmed.get(arm)
+        rerun = f"{check.mean:.4g} ± {check.std:.3g}" if check else "-"
+        rate = f"{check.max_rate:.0%}" if check else "-"
+        print(f"| {arm} | {best:.4g} | {first} | {len(scored)} | {tokens:,} | {rerun} | {rate} |")
     print(f"\nCSV: {out / 'search_compare.csv'}\nplot: {out / 'search_compare.png'}")
     return 0
+
+
+def _best_row(rows: Sequence[dict[str, Any]], arm: str) -> dict[str, Any] | None:
+    """The first row of ``arm`` with its best value."""
+    scored = [r for r in rows if r["arm"] == arm and r["value"] != ""]
+    if not scored:
+        return None
+    best = max(float(r["value"]) for r in scored)
+    return next(r for r in scored if float(r["value"]) == best)
 
 
 def _study_rows(arms: dict[str, Any], trials: int) -> list[dict[str, Any]]:
@@ -477,6 +522,12 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("--space", type=Path, default=SPACES / "challenge-local.yaml")
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--timeout", type=float, help="seconds; no new round starts after it")
+    cmp.add_argument(
+        "--confirm-repeats",
+        type=int,
+        default=5,
+        help="re-run each arm's best config this many times with new seeds (0: skip)",
+    )
     cmp.add_argument(
         "--base-url", help="an OpenAI-compatible endpoint instead of the embedded models"
     )
