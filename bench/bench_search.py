@@ -33,6 +33,7 @@ import csv
 import functools
 import multiprocessing
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -396,10 +397,11 @@ def compare(args: argparse.Namespace, out: Path) -> int:
     print(f"`PYTHONPATH=. .venv/bin/python bench/bench_search.py {shlex.join(sys.argv[1:])}`\n")
     print(f"{rounds} trials per arm on {args.space.name} ({space.repeats} repeat(s) per trial)\n")
     print(
-        f"| arm | best mean | trials to best | complete | tokens | best config re-run "
-        f"({args.confirm_repeats} new seeds): mean ± std | max-score rate |"
+        f"| arm | best mean | trials to best | complete | tokens | mean of its trials "
+        f"(first half / last half) | best config re-run ({args.confirm_repeats} new seeds): "
+        "mean ± std | max-score rate |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for arm in ("baseline", *arms):
         mine = [r for r in rows if r["arm"] == arm]
         scored = [r for r in mine if r["value"] != ""]
@@ -410,7 +412,15 @@ def compare(args: argparse.Namespace, out: Path) -> int:
         check = confirmed.get(arm)
         rerun = f"{check.mean:.4g} ± {check.std:.3g}" if check else "-"
         rate = f"{check.max_rate:.0%}" if check else "-"
-        print(f"| {arm} | {best:.4g} | {first} | {len(scored)} | {tokens:,} | {rerun} | {rate} |")
+        values = [float(r["value"]) for r in scored]
+        half = len(values) // 2
+        means = "-"
+        if half:
+            means = f"{statistics.fmean(values[:half]):.3g} / {statistics.fmean(values[half:]):.3g}"
+        print(
+            f"| {arm} | {best:.4g} | {first} | {len(scored)} | {tokens:,} | {means} | {rerun} "
+            f"| {rate} |"
+        )
     print(f"\nCSV: {out / 'search_compare.csv'}\nplot: {out / 'search_compare.png'}")
     return 0
 
