@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import optuna
 from openai_server import OpenAIServer
+from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend
 
 from graders._base import BaseGrader, GradeResult, Task
@@ -255,7 +256,7 @@ def overhead(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
-def _journal_storage(journal: str, name: str, runs: Path) -> optuna.storages.BaseStorage:
+def _journal_storage(journal: str, name: str, runs: Path) -> BaseStorage:
     """``moa``: ours (:func:`open_storage`); ``optuna``: Optuna's journal file backend as it
     comes (an fsync and an append per record), with the same lock."""
     if journal == "moa":
@@ -307,6 +308,8 @@ def compare(args: argparse.Namespace, out: Path) -> int:
         "random": (replace(space, mutation=replace(space.mutation, every=0)), "random"),
         "tpe-mutation": (space, "tpe"),
     }
+    storages = {arm: open_storage(f"bench-{arm}") for arm in arms}
+    workshop = load_config(WORKSHOP)
     baseline_rows: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     start = time.monotonic()
@@ -335,7 +338,7 @@ def compare(args: argparse.Namespace, out: Path) -> int:
                 search = BenchSearch(
                     arm_space,
                     study_name=name,
-                    storage=open_storage(name),
+                    storage=storages[arm],
                     study_dir=Path("runs") / name,
                     tasks=tasks,
                     grader=grader,
@@ -344,14 +347,14 @@ def compare(args: argparse.Namespace, out: Path) -> int:
                     budget=Budget(trials=trial + 1),
                     sampler=sampler,
                     seed=args.seed,
-                    baselines=[("workshop-default", load_config(WORKSHOP))],
+                    baselines=[("workshop-default", workshop)],
                     observer=functools.partial(_show, arm),
                     total_trials=args.trials,
                 )
                 summary = await search.run()
                 if summary.interrupted:
                     raise KeyboardInterrupt
-            rows[:] = baseline_rows + _study_rows(arms, trial + 1)
+            rows[:] = baseline_rows + _study_rows(storages, trial + 1)
             _write(rows, out, space)
 
     confirmed: dict[str, Evaluation] = {}
@@ -365,7 +368,7 @@ def compare(args: argparse.Namespace, out: Path) -> int:
             chosen = config
             if arm != "baseline":
                 name = f"bench-{arm}"
-                study = optuna.load_study(study_name=name, storage=open_storage(name))
+                study = optuna.load_study(study_name=name, storage=storages[arm])
                 data = study.trials[int(best["trial"])].user_attrs["config"]
                 chosen = config_from_dict(data, f"{name} trial {best['trial']}")
             confirmed[arm] = await evaluate(
@@ -434,12 +437,11 @@ def _best_row(rows: Sequence[dict[str, Any]], arm: str) -> dict[str, Any] | None
     return next(r for r in scored if float(r["value"]) == best)
 
 
-def _study_rows(arms: dict[str, Any], trials: int) -> list[dict[str, Any]]:
+def _study_rows(storages: dict[str, BaseStorage], trials: int) -> list[dict[str, Any]]:
     """The first ``trials`` trials of each arm's study, as CSV rows."""
     rows = []
-    for arm in arms:
-        name = f"bench-{arm}"
-        study = optuna.load_study(study_name=name, storage=open_storage(name))
+    for arm, storage in storages.items():
+        study = optuna.load_study(study_name=f"bench-{arm}", storage=storage)
         for trial in study.get_trials(deepcopy=False)[:trials]:
             attrs = trial.user_attrs
             value = trial.values[0] if trial.values else None

@@ -197,21 +197,17 @@ class Objective:
     def _prepare(self, trial: optuna.Trial, pool: PromptChooser) -> tuple[MoAConfig, str | None]:
         """Suggests the config and records it; returns it and the context guard's verdict."""
         with batched_writes(trial.storage):
-            return self._suggest(trial, pool)
-
-    def _suggest(self, trial: optuna.Trial, pool: PromptChooser) -> tuple[MoAConfig, str | None]:
-        config = self.space.suggest(trial, pool)
-        trial.set_user_attr("config", config_to_dict(config))
-        wanted = trial.user_attrs.get("baseline_config")
-        if wanted is not None:
-            exact = behaviour(config_from_dict(wanted, "baseline")) == behaviour(config)
-            trial.set_user_attr("baseline_exact", exact)
-        for task in self.tasks:
-            reason = check_context(config, task.prompt, self.catalog)
+            config = self.space.suggest(trial, pool)
+            trial.set_user_attr("config", config_to_dict(config))
+            wanted = trial.user_attrs.get("baseline_config")
+            if wanted is not None:
+                exact = behaviour(config_from_dict(wanted, "baseline")) == behaviour(config)
+                trial.set_user_attr("baseline_exact", exact)
+            reasons = (check_context(config, task.prompt, self.catalog) for task in self.tasks)
+            reason = next((r for r in reasons if r is not None), None)
             if reason is not None:
                 trial.set_user_attr("pruned_reason", f"context: {reason}")
-                return config, reason
-        return config, None
+        return config, reason
 
     def _record(self, trial: optuna.Trial, evaluation: Evaluation) -> None:
         """Writes the transcript and the result user attrs."""

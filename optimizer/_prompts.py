@@ -61,10 +61,10 @@ __all__ = [
 ]
 
 POOL_ATTR_PREFIX = "prompt_pool"
+"""Study user attrs ``prompt_pool:<role>:g<n>`` (generations), ``prompt_pool:round:<r>``."""
 MUTATION_SPEND_PREFIX = "mutation_spend"
 """Study user attrs ``mutation_spend:<round>:<host>:<pid>``: tokens and cost of a worker's
 mutator calls in one round (budgets count them)."""
-"""Study user attrs ``prompt_pool:<role>:g<n>`` (generations), ``prompt_pool:round:<r>``."""
 ATTR_CONFIG = "config"
 """Trial user attr: the trial's config in our dict form (``config_to_dict``)."""
 ATTR_MEAN = "mean"
