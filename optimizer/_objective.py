@@ -196,6 +196,9 @@ class Objective:
 
     def _prepare(self, trial: optuna.Trial, pool: PromptChooser) -> tuple[MoAConfig, str | None]:
         """Suggests the config and records it; returns it and the context guard's verdict."""
+        # Optuna caches a study's trials per thread and clears the cache only in ask and tell,
+        # so this pool thread may hold the list of an earlier trial: the sampler must not see it.
+        trial.study._thread_local.cached_all_trials = None
         with batched_writes(trial.storage):
             config = self.space.suggest(trial, pool)
             trial.set_user_attr("config", config_to_dict(config))

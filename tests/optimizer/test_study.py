@@ -141,6 +141,34 @@ def test_smoke_search_completes_its_trials_with_every_user_attr(tmp_path: Path) 
     assert seen[-1].spent.trials == 6 and seen[-1].best == summary.best.values[0]
 
 
+class TrialCountingSampler(optuna.samplers.RandomSampler):
+    """Records, at each sampling, the trials the study's cache shows and the storage holds."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.seen: list[tuple[int, int, int]] = []
+
+    def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+        cached = study._get_trials(deepcopy=False, use_cache=True)
+        stored = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        self.seen.append((trial.number, len(cached), len(stored)))
+        return super().sample_independent(study, trial, name, distribution)
+
+
+def test_the_sampler_sees_every_trial_from_the_pool_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Optuna caches a study's trials per thread and clears that cache only in ask and tell,
+    # which run in other threads than the sampling: a stale cache hides the latest trials.
+    sampler = TrialCountingSampler()
+    monkeypatch.setattr("optimizer._study.make_sampler", lambda *args, **kwargs: sampler)
+    with OpenAIServer(seed_responder) as server:
+        run(search(tmp_path, server, budget=Budget(trials=12), baselines=[]))
+    assert {number for number, _, _ in sampler.seen} == set(range(12))
+    stale = [seen for seen in sampler.seen if seen[1] != seen[2]]
+    assert stale == []
+
+
 def test_workers_run_trials_concurrently(tmp_path: Path) -> None:
     with OpenAIServer(seed_responder, latency=1.0) as server:
         run(
