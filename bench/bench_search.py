@@ -5,8 +5,10 @@ loopback OpenAI-compatible server of the tests with zero latency, running in a c
 so its threads do not compete with the search for this process's GIL. Every model call and
 every grading is timed; the optimizer's overhead is the search's wall time outside all of
 them (sampling, storage, user attrs, transcripts, bookkeeping), per trial and as a share of
-the wall time (target: under 5%). One search per workers x sampler x journal, side by side:
-journal ``moa`` is our storage, ``optuna`` Optuna's journal file backend as it comes.
+the wall time (target: under 5%). One search per workers x sampler x journal x loop, side by
+side: journal ``moa`` is our storage, ``optuna`` Optuna's journal file backend as it comes;
+loop ``ahead`` is the search's loop (one trial sampled while the others run), ``sequential``
+the same loop sampling a trial only once a worker is free (the baseline).
 
 ``compare``: at an equal number of trials on the embedded model (``challenge-local.yaml``;
 hours on 2 cores), three arms run round-robin, one trial each per round: the workshop's
@@ -19,7 +21,7 @@ and resume if the command is run again.
 
 Usage:
     PYTHONPATH=. .venv/bin/python bench/bench_search.py overhead [--trials 40] [--workers 1,2,4]
-        [--samplers tpe,random] [--journals moa,optuna] [--latency S]
+        [--samplers tpe,random] [--journals moa,optuna] [--loops ahead,sequential] [--latency S]
     PYTHONPATH=. .venv/bin/python bench/bench_search.py compare --trials 60 [--space FILE]
         [--timeout S] [--confirm-repeats 5] [--out bench/results] [--base-url URL]
 """
@@ -56,7 +58,7 @@ from optimizer._evaluate import Evaluation, evaluate
 from optimizer._prompts import PromptPool
 from optimizer._space import SearchSpace, load_space, task_and_grader
 from optimizer._storage import FlockJournalLock, open_storage
-from optimizer._study import Budget, Search, Status
+from optimizer._study import Budget, Search, Spent, Status, TrialEnd
 from optimizer.providers import ChatRequest, Completion, Provider, ResponseCache, Router
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +169,13 @@ class TimedGrader(BaseGrader):
             self.spans.add(start, time.perf_counter())
 
 
+class SequentialSearch(Search):
+    """The search loop without a trial sampled ahead: a trial is asked once a worker is free."""
+
+    def _room(self, spent: Spent, running: set[asyncio.Task[TrialEnd]]) -> bool:
+        return len(running) < self.workers and super()._room(spent, running)
+
+
 def _overhead_search(
     space: SearchSpace,
     name: str,
@@ -178,9 +187,10 @@ def _overhead_search(
     router: Router,
     grader: BaseGrader,
     tasks: Sequence[Task],
+    loop: str = "ahead",
 ) -> float:
     """Runs one search; returns its wall time in seconds."""
-    search = Search(
+    search = (SequentialSearch if loop == "sequential" else Search)(
         space,
         study_name=name,
         storage=_journal_storage(journal, name, runs),
@@ -214,24 +224,41 @@ def overhead(args: argparse.Namespace, out: Path) -> int:
     tasks, grader = task_and_grader(space, "smoke.yaml")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runs = out / f"overhead-{int(time.time())}"
-    setups = [(w, s, j) for w in args.workers for s in args.samplers for j in args.journals]
+    setups = [
+        (w, s, j, loop)
+        for w in args.workers
+        for s in args.samplers
+        for j in args.journals
+        for loop in args.loops
+    ]
     rows = []
     with loopback_server(args.latency) as base_url:
         # a short warm-up search: imports, connection pool, sandbox start-up are not counted
         router = TimedRouter(Intervals(), base_url=base_url, env={})
         _overhead_search(space, "warm-up", runs, 2, 1, "tpe", "moa", router, grader, tasks)
-        for workers, sampler, journal in setups:
+        for workers, sampler, journal, loop in setups:
             calls, grading = Intervals(), Intervals()
             router = TimedRouter(calls, base_url=base_url, env={})
             timed = TimedGrader(grader, grading)
-            name = f"measured-{workers}-{sampler}-{journal}"
+            name = f"measured-{workers}-{sampler}-{journal}-{loop}"
             wall = _overhead_search(
-                space, name, runs, args.trials, workers, sampler, journal, router, timed, tasks
+                space,
+                name,
+                runs,
+                args.trials,
+                workers,
+                sampler,
+                journal,
+                router,
+                timed,
+                tasks,
+                loop=loop,
             )
             study = optuna.load_study(study_name=name, storage=open_storage(name, runs_dir=runs))
             n = len(study.get_trials(deepcopy=False))
             busy = union(calls, grading)
-            rows.append((workers, sampler, journal, n, wall, union(calls), union(grading), busy))
+            setup = (workers, sampler, journal, loop)
+            rows.append((*setup, n, wall, union(calls), union(grading), busy))
     print(f"`PYTHONPATH=. .venv/bin/python bench/bench_search.py {shlex.join(sys.argv[1:])}`\n")
     print(
         f"{args.trials} trials per row of smoke.yaml ({space.repeats} repeats, grader "
@@ -240,19 +267,30 @@ def overhead(args: argparse.Namespace, out: Path) -> int:
         "times per trial\n"
     )
     print(
-        "| workers | sampler | journal | wall time | in model calls | in grading "
+        "| workers | sampler | journal | loop | wall time | in model calls | in grading "
         "| in calls or grading | overhead | overhead share |"
     )
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
-    for workers, sampler, journal, n, wall, calls_s, grading_s, busy in rows:
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for workers, sampler, journal, loop, n, wall, calls_s, grading_s, busy in rows:
         ms = [f"{seconds / n * 1000:.1f} ms" for seconds in (wall, calls_s, grading_s, busy)]
         outside = wall - busy
         share = outside / wall
         verdict = "" if share < 0.05 else " (over 5%)"
         print(
-            f"| {workers} | {sampler} | {journal} | {' | '.join(ms)} | {outside / n * 1000:.1f} ms "
+            f"| {workers} | {sampler} | {journal} | {loop} | {' | '.join(ms)} "
+            f"| {outside / n * 1000:.1f} ms "
             f"| {share:.1%}{verdict} |"
         )
+    walls = {row[:4]: row[5] / row[4] for row in rows}
+    for (workers, sampler, journal, loop), wall in walls.items():
+        sequential = walls.get((workers, sampler, journal, "sequential"))
+        if loop == "ahead" and sequential:
+            print(
+                f"\n{workers} worker(s), {sampler}, {journal} journal: wall time per trial "
+                f"ahead / sequential = {wall / sequential:.3f}",
+                end="",
+            )
+    print()
     return 0
 
 
@@ -527,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     over.add_argument("--workers", type=lambda t: [int(n) for n in _names(t)], default=[1, 2, 4])
     over.add_argument("--samplers", type=_names, default=["tpe"])
     over.add_argument("--journals", type=_names, default=["moa", "optuna"])
+    over.add_argument("--loops", type=_names, default=["ahead", "sequential"])
     over.add_argument("--latency", type=float, default=0.0, help="seconds per model call")
     over.add_argument("--out", type=Path, default=Path("runs/bench"))
     cmp = commands.add_parser("compare", help="baseline vs random vs TPE with mutation")

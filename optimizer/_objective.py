@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,7 @@ class Objective:
         pool: PromptChooser,
         spend: Spend | None = None,
         on_result: Callable[[RunResult], None] | None = None,
+        slot: AbstractAsyncContextManager[Any] | None = None,
     ) -> list[float]:
         """Runs one trial and returns its values; records everything as user attrs.
 
@@ -151,6 +154,8 @@ class Objective:
             pool: The study's prompt pool.
             spend: Updated as runs are graded, so a failed trial's spending is known.
             on_result: Also called with each graded run (progress display).
+            slot: Held from the first model call to the last grade (a search's worker
+                slots), so a trial can be sampled before a slot is free.
 
         Raises:
             optuna.TrialPruned: The config cannot fit a model's context window; no model
@@ -169,22 +174,23 @@ class Objective:
             if on_result is not None:
                 on_result(result)
 
-        try:
-            evaluation = await evaluate(
-                config,
-                self.tasks,
-                self.router,
-                self.grader,
-                repeats=self.space.repeats,
-                seed=self.seed,
-                on_result=seen,
-                catalog=self.catalog,
-            )
-        except BaseException:
-            with batched_writes(trial.storage):
-                trial.set_user_attr("tokens", spend.tokens)
-                trial.set_user_attr("cost", spend.cost)
-            raise
+        async with slot or contextlib.nullcontext():
+            try:
+                evaluation = await evaluate(
+                    config,
+                    self.tasks,
+                    self.router,
+                    self.grader,
+                    repeats=self.space.repeats,
+                    seed=self.seed,
+                    on_result=seen,
+                    catalog=self.catalog,
+                )
+            except BaseException:
+                with batched_writes(trial.storage):
+                    trial.set_user_attr("tokens", spend.tokens)
+                    trial.set_user_attr("cost", spend.cost)
+                raise
         await asyncio.to_thread(self._record, trial, evaluation)
         return self.values(evaluation)
 

@@ -1,18 +1,21 @@
 """The search: an Optuna study over MoA configs, run with ask/tell on one asyncio loop.
 
 ``Search.run`` opens (or resumes) the study, fails the trials a killed process left running,
-enqueues the baselines, then keeps up to ``workers`` trials in flight as asyncio tasks: a
-slow model call in one trial never idles the others. Budgets (trials, time, tokens, cost)
-count everything the study has already spent, so the same command resumes a study. When a
-budget is reached no new trial starts and the trials in flight finish; SIGINT or SIGTERM
-stops at once, marking the trials in flight as failed. A mutation round grows the prompt
-pools every K completed trials; at the end the top trials can be re-evaluated with more
-repeats (the confirm stage) and the best config is exported.
+enqueues the baselines, then keeps ``workers`` trials calling models as asyncio tasks (a
+slow model call in one trial never idles the others) and, when sampling is slow next to
+the trials, one more trial sampled ahead, waiting for a worker. Budgets (trials, time,
+tokens, cost) count everything the study has already spent, so the same command resumes a
+study. When a budget is reached no new trial starts, the running trials finish and one
+sampled ahead is marked failed as never run; SIGINT or SIGTERM stops at once, marking the
+trials in flight as failed. A mutation round grows the prompt pools every K completed
+trials; at the end the top trials can be re-evaluated with more repeats (the confirm stage)
+and the best config is exported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import math
 import os
@@ -21,7 +24,8 @@ import socket
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -61,6 +65,7 @@ __all__ = [
     "Status",
     "TrialEnd",
     "fail_stale_trials",
+    "failed_run",
     "lower_confidence_bound",
     "make_sampler",
     "study_spent",
@@ -77,6 +82,10 @@ SPACE_ATTR = "space"
 SESSION_SAVE_EVERY = 10.0
 """Seconds between saves of the running session's interval (a killed run loses at most this)."""
 MAX_CONSECUTIVE_FAILURES = 3
+SAMPLE_AHEAD_SHARE = 0.02
+"""The next trial is sampled ahead once sampling took over this share of a trial's run."""
+NOT_RUN = "not run:"
+"""Starts the error of a trial that was sampled ahead and never ran (a budget stopped it)."""
 _STALE_UNOWNED = timedelta(minutes=10)
 
 
@@ -107,7 +116,7 @@ class Spent:
 
     Attributes:
         trials: Finished trials (complete or pruned).
-        failed: Failed trials.
+        failed: Failed trials, not counting those sampled ahead that never ran.
         elapsed: Seconds of search over every session (overlapping sessions count once).
         tokens: Prompt plus completion tokens, trials and confirm stage.
         cost: Estimated US dollars, trials and confirm stage.
@@ -139,7 +148,7 @@ class Status:
     Attributes:
         spent: What the study has used.
         budget: The budget.
-        running: Trials in flight in this process.
+        running: Trials of this process calling models or being graded.
         best: Best mean score so far, or None.
         best_trial: Its trial number.
         message: What just happened, or "".
@@ -344,7 +353,7 @@ def study_spent(
     """
     trials = study.get_trials(deepcopy=False)
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    failed = sum(t.state == TrialState.FAIL for t in trials)
+    failed = sum(failed_run(t) for t in trials)
     tokens = sum(int(_number(t.user_attrs.get("tokens"))) for t in trials)
     cost = sum(_number(t.user_attrs.get("cost")) for t in trials)
     intervals: dict[str, tuple[float, float]] = {}
@@ -359,6 +368,13 @@ def study_spent(
         key, start = session
         intervals[key] = (start, time.time() if now is None else now)
     return Spent(finished, failed, _union_seconds(list(intervals.values())), tokens, cost)
+
+
+def failed_run(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` failed after it started (not one sampled ahead that never ran)."""
+    return trial.state == TrialState.FAIL and not str(trial.user_attrs.get("error")).startswith(
+        NOT_RUN
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -503,6 +519,9 @@ class Search:
         self._ends: list[TrialEnd] = []
         self._failures = 0
         self._last_error = ""
+        self._slots = _Slots(workers)
+        self._sample_ahead = False
+        self._stopped_by = ""
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -641,24 +660,38 @@ class Search:
     def _stop_reason(self, spent: Spent) -> str | None:
         if self._interrupt:
             return self._interrupt
-        if self._failures >= max(MAX_CONSECUTIVE_FAILURES, self.workers + 1):
+        if self._failures >= max(MAX_CONSECUTIVE_FAILURES, self.workers + 2):
             return f"repeated failures ({self._failures} trials in a row; last: {self._last_error})"
         return spent.exhausted(self.budget)
 
     async def _loop(self, study: optuna.Study, pool: PromptPool) -> str:
+        """Keeps ``workers`` trials calling models, and one more sampled ahead when it pays.
+
+        When sampling a trial (asking, suggesting, writing its config) took over
+        :data:`SAMPLE_AHEAD_SHARE` of its model calls and grading, as with a fast endpoint
+        and many trials of TPE, the next trial is sampled while the running ones call
+        models, and waits for a worker slot. It is then sampled without the running
+        trials' scores (they count as constant liars, as with parallel workers), so with
+        slow trials, where sampling costs nothing, trials are sampled once a slot is free.
+        When a budget stops the search, a trial still waiting is marked failed: it never ran.
+        """
         running: set[asyncio.Task[TrialEnd]] = set()
         mutation: asyncio.Task[None] | None = None
         stopped_by: str | None = None
+        self._slots = _Slots(self.workers)
         self._notify(study, 0, "started")
         while True:
             spent = self._spent(study)  # once per turn: it reads every trial and study attr
             stopped_by = stopped_by or self._stop_reason(spent)
             if stopped_by is None and (mutation is None or mutation.done()):
                 mutation = self._maybe_mutate(study, pool)  # none once a budget is reached
-            while stopped_by is None and len(running) < self.workers and self._room(spent, running):
+            while stopped_by is None and self._room(spent, running):
                 task = asyncio.create_task(self._trial(study, pool))
                 running.add(task)
                 self._tasks.add(task)
+            if stopped_by is not None and not self._stopped_by:
+                self._stopped_by = stopped_by
+                self._slots.close()  # a trial without a slot now never gets one
             if not running:
                 break
             timeout = None if stopped_by else self._time_left(spent)
@@ -675,7 +708,7 @@ class Search:
                 self._failures = self._failures + 1 if end.state == TrialState.FAIL else 0
                 if end.state == TrialState.FAIL:
                     self._last_error = end.detail
-                self._notify(study, len(running), _describe(end))
+                self._notify(study, self._slots.in_use, _describe(end))
             if done:
                 await asyncio.to_thread(self._save_session, study, every=SESSION_SAVE_EVERY)
         if mutation is not None and not mutation.done():
@@ -686,9 +719,10 @@ class Search:
         return stopped_by or "nothing to do"
 
     def _room(self, spent: Spent, running: set[asyncio.Task[TrialEnd]]) -> bool:
-        if self.budget.trials is None:
-            return True
-        return spent.trials + len(running) < self.budget.trials
+        """Whether to start one more trial: for a free worker or ahead, within the budget."""
+        if len(running) >= self.workers + (1 if self._sample_ahead else 0):
+            return False
+        return self.budget.trials is None or spent.trials + len(running) < self.budget.trials
 
     def _time_left(self, spent: Spent) -> float | None:
         if self.budget.timeout is None:
@@ -725,16 +759,17 @@ class Search:
         return task
 
     async def _trial(self, study: optuna.Study, pool: PromptPool) -> TrialEnd:
-        trial = study.ask()
-        trial.set_user_attr("worker", worker_id())
+        started = time.perf_counter()
+        trial = _ask(study)  # on the loop: trials claim slots in the order of their numbers
+        claim = self._slots.claim()
         spend = Spend()
         try:
-            values = await self.objective(trial, pool, spend)
+            values = await self.objective(trial, pool, spend, slot=self._slot(claim, started))
         except optuna.TrialPruned as pruned:
             await asyncio.to_thread(study.tell, trial, state=TrialState.PRUNED)
             return TrialEnd(trial.number, TrialState.PRUNED, detail=str(pruned))
         except asyncio.CancelledError:
-            detail = self._interrupt or "cancelled"
+            detail = self._interrupt or f"{NOT_RUN} the search was stopped by {self._stopped_by}"
             _fail(study, trial, detail)
             self._ends.append(TrialEnd(trial.number, TrialState.FAIL, detail=detail))
             raise
@@ -742,12 +777,34 @@ class Search:
             detail = f"{type(error).__name__}: {error}"
             await asyncio.to_thread(_fail, study, trial, detail)
             return TrialEnd(trial.number, TrialState.FAIL, detail=detail)
+        finally:
+            self._slots.release(claim)
         try:
             await asyncio.to_thread(study.tell, trial, values)
         except asyncio.CancelledError:  # the tell goes on in its thread
             self._ends.append(TrialEnd(trial.number, TrialState.COMPLETE, tuple(values)))
             raise
         return TrialEnd(trial.number, TrialState.COMPLETE, tuple(values))
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, claim: asyncio.Future[None], started: float) -> AsyncIterator[None]:
+        """Waits for ``claim``'s worker slot and frees it at the end of the block.
+
+        The block's time against the sampling time before it (from ``started``) decides
+        whether the next trials are sampled ahead.
+
+        Raises:
+            asyncio.CancelledError: The search stopped before the claim got a slot.
+        """
+        sampling = time.perf_counter() - started
+        await claim
+        granted = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._slots.release(claim)
+            running = time.perf_counter() - granted
+            self._sample_ahead = sampling > SAMPLE_AHEAD_SHARE * running
 
     def _notify(self, study: optuna.Study, running: int, message: str) -> None:
         if self.observer is None:
@@ -863,6 +920,61 @@ class Search:
             exports=exports,
             objectives=self.objectives,
         )
+
+
+class _Slots:
+    """Worker slots, granted in the order they were claimed."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._queue: deque[asyncio.Future[None]] = deque()
+        self._held: set[asyncio.Future[None]] = set()
+        self._closed = False
+
+    @property
+    def in_use(self) -> int:
+        """Slots held."""
+        return len(self._held)
+
+    def claim(self) -> asyncio.Future[None]:
+        """Queues a claim, done once it holds a slot (cancelled once the slots are closed)."""
+        claim = asyncio.get_running_loop().create_future()
+        if self._closed:
+            claim.cancel()
+        self._queue.append(claim)
+        self._grant()
+        return claim
+
+    def release(self, claim: asyncio.Future[None]) -> None:
+        """Frees the slot ``claim`` holds, or withdraws it; again, it does nothing."""
+        if claim in self._held:
+            self._held.discard(claim)
+            self._free += 1
+        elif not claim.done():
+            claim.cancel()
+        self._grant()
+
+    def close(self) -> None:
+        """Grants no more slots: cancels the claims waiting and every later one."""
+        self._closed = True
+        for claim in self._queue:
+            claim.cancel()
+        self._queue.clear()
+
+    def _grant(self) -> None:
+        while self._free > 0 and self._queue:
+            claim = self._queue.popleft()
+            if not claim.done():
+                self._free -= 1
+                self._held.add(claim)
+                claim.set_result(None)
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    """A new trial, owned by this process (its ``worker`` attr)."""
+    trial = study.ask()
+    trial.set_user_attr("worker", worker_id())
+    return trial
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, error: str) -> None:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from optimizer._storage import DEFAULT_RUNS_DIR, JOURNAL_FILE, open_storage
+from optimizer._study import failed_run
 
 __all__ = ["StudyRow", "register", "study_rows"]
 
@@ -40,7 +41,7 @@ class StudyRow:
         storage: Where it lives (journal path or URL without password).
         complete: Complete trials.
         pruned: Pruned trials.
-        failed: Failed trials.
+        failed: Failed trials (not those sampled ahead that never ran).
         running: Running or waiting trials.
         best: Best mean score, or None.
         best_trial: Its trial number.
@@ -91,7 +92,7 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
                 storage=label,
                 complete=states.count(TrialState.COMPLETE),
                 pruned=states.count(TrialState.PRUNED),
-                failed=states.count(TrialState.FAIL),
+                failed=sum(failed_run(t) for t in trials),
                 running=states.count(TrialState.RUNNING) + states.count(TrialState.WAITING),
                 best=None if best is None else best.values[0],
                 best_trial=None if best is None else best.number,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -141,32 +142,37 @@ def test_smoke_search_completes_its_trials_with_every_user_attr(tmp_path: Path) 
     assert seen[-1].spent.trials == 6 and seen[-1].best == summary.best.values[0]
 
 
-class TrialCountingSampler(optuna.samplers.RandomSampler):
-    """Records, at each sampling, the trials the study's cache shows and the storage holds."""
+class FinishedTrialsSampler(optuna.samplers.RandomSampler):
+    """Records, at each trial's first sampling, the finished trials the storage holds and the
+    study's cache shows (read in that order, so a fresh cache shows at least as many)."""
 
     def __init__(self) -> None:
         super().__init__(seed=0)
-        self.seen: list[tuple[int, int, int]] = []
+        self.seen: dict[int, tuple[set[int], set[int]]] = {}
 
     def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
-        cached = study._get_trials(deepcopy=False, use_cache=True)
-        stored = study._storage.get_all_trials(study._study_id, deepcopy=False)
-        self.seen.append((trial.number, len(cached), len(stored)))
+        if trial.number not in self.seen:
+            stored = study._storage.get_all_trials(study._study_id, deepcopy=False)
+            cached = study._get_trials(deepcopy=False, use_cache=True)
+            self.seen[trial.number] = tuple(
+                {t.number for t in trials if t.state.is_finished()} for trials in (stored, cached)
+            )
         return super().sample_independent(study, trial, name, distribution)
 
 
-def test_the_sampler_sees_every_trial_from_the_pool_threads(
+def test_the_sampler_sees_every_finished_trial_from_the_pool_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Optuna caches a study's trials per thread and clears that cache only in ask and tell,
     # which run in other threads than the sampling: a stale cache hides the latest trials.
-    sampler = TrialCountingSampler()
+    sampler = FinishedTrialsSampler()
     monkeypatch.setattr("optimizer._study.make_sampler", lambda *args, **kwargs: sampler)
     with OpenAIServer(seed_responder) as server:
         run(search(tmp_path, server, budget=Budget(trials=12), baselines=[]))
-    assert {number for number, _, _ in sampler.seen} == set(range(12))
-    stale = [seen for seen in sampler.seen if seen[1] != seen[2]]
-    assert stale == []
+    assert set(sampler.seen) == set(range(12))
+    assert sampler.seen[11][0]  # the last trials were sampled after others finished
+    hidden = {n: stored - cached for n, (stored, cached) in sampler.seen.items() if stored - cached}
+    assert hidden == {}
 
 
 def test_workers_run_trials_concurrently(tmp_path: Path) -> None:
@@ -187,6 +193,53 @@ def test_workers_run_trials_concurrently(tmp_path: Path) -> None:
     assert all(r.started < first_end for r in requests)  # all three were in flight at once
 
 
+def test_one_worker_samples_the_next_trial_while_a_fast_trial_calls_models(
+    tmp_path: Path,
+) -> None:
+    with OpenAIServer(seed_responder) as server:  # no latency: sampling is slow next to it
+        run(
+            search(
+                tmp_path,
+                server,
+                smoke(cycles=0, repeats=1, mutation={"every": 0}),
+                baselines=[],
+                budget=Budget(trials=5),
+                workers=1,
+            )
+        )
+        requests = sorted(server.chat_requests, key=lambda r: r.started)
+    assert len(requests) == 5
+    assert all(a.finished <= b.started for a, b in itertools.pairwise(requests))  # one worker
+    trials = load(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    ends = [t.datetime_complete for t in trials]
+    assert ends == sorted(ends)  # they ran in the order of their numbers
+    # from the second trial on, the next one is sampled before the current one ends
+    for current, ahead in itertools.pairwise(trials[1:]):
+        assert ahead.datetime_start and current.datetime_complete
+        assert ahead.datetime_start < current.datetime_complete
+
+
+def test_one_worker_samples_once_a_slow_trial_ended(tmp_path: Path) -> None:
+    with OpenAIServer(seed_responder, latency=1.5) as server:
+        run(
+            search(
+                tmp_path,
+                server,
+                smoke(cycles=0, repeats=1),
+                baselines=[],
+                budget=Budget(trials=3),
+                workers=1,
+                sampler="random",
+            )
+        )
+    trials = load(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    for current, after in itertools.pairwise(trials):
+        assert after.datetime_start and current.datetime_complete
+        assert after.datetime_start >= current.datetime_complete
+
+
 @pytest.mark.parametrize(
     ("budget", "named"),
     [
@@ -204,7 +257,16 @@ def test_each_budget_stops_the_search_and_is_named(
     assert summary.stopped_by == named
     assert summary.spent.exhausted(budget) == named
     study = load(tmp_path)
-    assert all(t.state == TrialState.COMPLETE for t in study.trials)  # in-flight trials finished
+    # the trials calling models finished; the one sampled ahead never ran and says so
+    states = [t.state for t in study.trials]
+    ahead = [t for t in study.trials if t.state != TrialState.COMPLETE]
+    assert states[: len(states) - len(ahead)] == [TrialState.COMPLETE] * (len(states) - len(ahead))
+    assert [(t.state, t.user_attrs["error"]) for t in ahead] == [
+        (TrialState.FAIL, f"not run: the search was stopped by {named}")
+    ] * len(ahead)
+    assert len(ahead) <= (0 if budget.trials else 1)
+    assert summary.spent.failed == 0
+    assert not any(t.user_attrs.get("tokens") for t in ahead)
     assert summary.best is not None
 
 
@@ -285,7 +347,8 @@ def test_repeated_failures_stop_the_search(tmp_path: Path) -> None:
         "repeated failures (3 trials in a row; last: ProviderError"
     )
     assert summary.best is None and summary.exports == ()
-    assert summary.spent.failed == 3
+    # the trial sampled ahead may start its calls before the loop sees the third failure
+    assert summary.spent.failed in (3, 4)
 
 
 def test_confirm_stage_reevaluates_the_top_trials(tmp_path: Path) -> None:
