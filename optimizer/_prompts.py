@@ -666,8 +666,8 @@ async def mutation_round(
             except ProviderError:
                 return None
             spent["tokens"] += completion.prompt_tokens + completion.completion_tokens
-            spent["cost"] += prices.cost(
-                model, completion.prompt_tokens, completion.completion_tokens
+            spent["cost"] += prices.cost(  # priced by the id the space names, as trials are
+                mutator_model, completion.prompt_tokens, completion.completion_tokens
             )
             text = clean_prompt(completion.text, max_chars)
             return None if text is None else (text, parents)

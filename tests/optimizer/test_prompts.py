@@ -153,8 +153,10 @@ def test_params_for_selects_a_text_for_an_enqueued_trial(tmp_path: Path) -> None
 
 def test_a_round_uses_every_operator_and_records_parents(tmp_path: Path) -> None:
     study = make_study(tmp_path)
+    # priced by the id the space names; the router sends the endpoint "mutator-model"
     prices = Catalog(
-        models={"mutator-model": ModelInfo(2.0, 10.0, 8192)}, default=ModelInfo(0.0, 0.0, 8192)
+        models={"together/mutator-model": ModelInfo(2.0, 10.0, 8192)},
+        default=ModelInfo(0.0, 0.0, 8192),
     )
     pool = PromptPool(study)
     pool.ensure_seeds(SEEDS)
@@ -168,7 +170,7 @@ def test_a_round_uses_every_operator_and_records_parents(tmp_path: Path) -> None
                     study,
                     pool,
                     router,
-                    "mutator-model",
+                    "together/mutator-model",
                     4,
                     task="Write calculate_user_metrics.",
                     catalog=prices,
