@@ -68,7 +68,7 @@ def mutating_responder(body: dict[str, Any]) -> str:
 def slow_trials_responder(body: dict[str, Any]) -> str:
     """Like mutating_responder, but trial calls take a while, so each round ends in time."""
     if not system_prompt(body).startswith("You improve system prompts"):
-        time.sleep(0.05)
+        time.sleep(0.1)
     return mutating_responder(body)
 
 
