@@ -218,7 +218,7 @@ def _overhead_search(
 
 
 def overhead(args: argparse.Namespace, out: Path) -> int:
-    """Runs one measured search per (workers, sampler, journal); prints a markdown table."""
+    """Runs one measured search per (workers, sampler, journal, loop); prints a markdown table."""
     space = load_space(SPACES / "smoke.yaml")
     space = replace(space, mutation=replace(space.mutation, every=0))
     tasks, grader = task_and_grader(space, "smoke.yaml")

@@ -678,7 +678,6 @@ class Search:
         running: set[asyncio.Task[TrialEnd]] = set()
         mutation: asyncio.Task[None] | None = None
         stopped_by: str | None = None
-        self._slots = _Slots(self.workers)
         self._notify(study, 0, "started")
         while True:
             spent = self._spent(study)  # once per turn: it reads every trial and study attr
@@ -941,6 +940,7 @@ class _Slots:
         claim = asyncio.get_running_loop().create_future()
         if self._closed:
             claim.cancel()
+            return claim
         self._queue.append(claim)
         self._grant()
         return claim

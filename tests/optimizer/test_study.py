@@ -175,18 +175,20 @@ def test_the_sampler_sees_every_finished_trial_from_the_pool_threads(
     assert hidden == {}
 
 
+def one_call_search(
+    tmp_path: Path, server: OpenAIServer, trials: int, workers: int, **options: Any
+) -> SearchSummary:
+    """A search whose trials make one model call each (no cycles, one repeat)."""
+    space = smoke(cycles=0, repeats=1, mutation={"every": 0})
+    budget = Budget(trials=trials)
+    return run(
+        search(tmp_path, server, space, baselines=[], budget=budget, workers=workers, **options)
+    )
+
+
 def test_workers_run_trials_concurrently(tmp_path: Path) -> None:
     with OpenAIServer(seed_responder, latency=1.0) as server:
-        run(
-            search(
-                tmp_path,
-                server,
-                smoke(cycles=0, repeats=1),
-                baselines=[],
-                budget=Budget(trials=3),
-                workers=3,
-            )
-        )
+        one_call_search(tmp_path, server, trials=3, workers=3)
         requests = server.chat_requests
     assert len(requests) == 3
     first_end = min(r.finished for r in requests)
@@ -197,16 +199,7 @@ def test_one_worker_samples_the_next_trial_while_a_fast_trial_calls_models(
     tmp_path: Path,
 ) -> None:
     with OpenAIServer(seed_responder) as server:  # no latency: sampling is slow next to it
-        run(
-            search(
-                tmp_path,
-                server,
-                smoke(cycles=0, repeats=1, mutation={"every": 0}),
-                baselines=[],
-                budget=Budget(trials=5),
-                workers=1,
-            )
-        )
+        one_call_search(tmp_path, server, trials=5, workers=1)
         requests = sorted(server.chat_requests, key=lambda r: r.started)
     assert len(requests) == 5
     assert all(a.finished <= b.started for a, b in itertools.pairwise(requests))  # one worker
@@ -222,17 +215,7 @@ def test_one_worker_samples_the_next_trial_while_a_fast_trial_calls_models(
 
 def test_one_worker_samples_once_a_slow_trial_ended(tmp_path: Path) -> None:
     with OpenAIServer(seed_responder, latency=1.5) as server:
-        run(
-            search(
-                tmp_path,
-                server,
-                smoke(cycles=0, repeats=1),
-                baselines=[],
-                budget=Budget(trials=3),
-                workers=1,
-                sampler="random",
-            )
-        )
+        one_call_search(tmp_path, server, trials=3, workers=1, sampler="random")
     trials = load(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     for current, after in itertools.pairwise(trials):
