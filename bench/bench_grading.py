@@ -5,7 +5,7 @@ do-nothing answer, two correct solutions and ten one-bug variants), repeated to 
 The baseline does what the workshop's grader did: ``exec`` the code in this process, call the
 function with the same fresh inputs and score it with the same checks, with no isolation at
 all. The sandbox grades each candidate in its own isolated process (one per candidate; all 11
-tests in it), with bubblewrap where it works here; ``--isolation rlimits`` measures the fallback.
+tests in it), with bubblewrap where it works here; ``--isolation unisolated`` measures the opt-in run without isolation.
 
 It reports the median time to grade one candidate (over ``--repeat`` gradings of the correct
 solution, after a warm-up), and the wall time to grade all candidates with 1, 2, 4... worker
@@ -13,7 +13,7 @@ threads (each driving its own sandbox processes), each against the baseline. Eve
 sandbox score is checked to equal its in-process score.
 
 Usage: PYTHONPATH=. .venv/bin/python bench/bench_grading.py [--repeat 30] [--candidates 100]
-    [--workers 1,2,4] [--isolation auto|bwrap|rlimits]
+    [--workers 1,2,4] [--isolation auto|bwrap|unisolated]
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=30, help="gradings of one candidate")
     parser.add_argument("--candidates", type=int, default=100, help="candidates to grade")
     parser.add_argument("--workers", default="1,2,4", help="worker thread counts, comma-separated")
-    parser.add_argument("--isolation", choices=("auto", "bwrap", "rlimits"), default="auto")
+    parser.add_argument("--isolation", choices=("auto", "bwrap", "unisolated"), default="auto")
     args = parser.parse_args(argv)
     workers = [int(n) for n in args.workers.split(",")]
 

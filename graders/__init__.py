@@ -18,6 +18,7 @@ from graders._function120 import (
     Function120Grader,
     Function120Test,
 )
+from graders._isolation import UNISOLATED_ENV, IsolationCheck, check_isolation
 from graders._judge import JudgeGrader, JudgeVerdict, judge_messages, parse_verdict
 from graders._pytest_grader import PytestGrader
 from graders._registry import (
@@ -30,23 +31,23 @@ from graders._registry import (
 from graders._rules import NO_RULES, WORKSHOP_RULES, CodeRules, check_rules
 from graders._sandbox import (
     FunctionCall,
-    IsolationCheck,
     Outcome,
     Sandbox,
     SandboxedGrader,
     SandboxError,
     SandboxLimits,
     SandboxRun,
-    check_isolation,
 )
 from graders._tasks import list_tasks, load_task, load_tasks
-from graders._values import Opaque, decode_value
+from graders._text import safe_text
+from graders._values import Opaque, decode_value, encode_value
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "EXPECTED_AVERAGE",
     "FUNCTION120_TESTS",
     "NO_RULES",
+    "UNISOLATED_ENV",
     "WORKSHOP_RULES",
     "WRONG_AVERAGE",
     "BaseGrader",
@@ -74,6 +75,7 @@ __all__ = [
     "check_isolation",
     "check_rules",
     "decode_value",
+    "encode_value",
     "extract_code",
     "find_answers",
     "get_grader",
@@ -86,5 +88,6 @@ __all__ = [
     "missing_code_reason",
     "parse_number",
     "parse_verdict",
+    "safe_text",
     "strip_thinking",
 ]

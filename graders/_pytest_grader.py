@@ -69,8 +69,10 @@ class PytestGrader(SandboxedGrader):
             return _zero(reason, max_score, code)
         module = str_param(task.params, "module", where, default="solution")
         test_file = str_param(task.params, "test_file", where)
-        files = {f"{module}.py": code, test_file: str_param(task.params, "test_source", where)}
-        run = self.sandbox.run_pytest(files, test_file)
+        files = {test_file: str_param(task.params, "test_source", where)}
+        run = self.sandbox.run_pytest(
+            code, files, test_file, module=module, functions=[task.function_name]
+        )
         counted = [o for o in run.outcomes if o.status != "skipped"]
         if run.load_error is not None or not counted:
             reason = run.load_error or "pytest collected no tests"

@@ -1,22 +1,25 @@
-"""The sandbox: the only place generated code ever runs.
+"""The sandbox: where generated code runs, and the driver whose verdicts it cannot forge.
 
-Each run starts a fresh ``python -I`` process (never a fork of the grader) with a scrubbed
-environment. Where bubblewrap works it runs inside ``bwrap``: read-only filesystem with a
-private ``/tmp``, no network, its own PID, IPC and UTS namespaces, no capabilities, killed with
-the grader. Where it does not, the run falls back to rlimits alone and says so in
-``isolation``. In both cases the process lowers its rlimits (CPU, address space, processes,
-file size, open files) and installs a seccomp filter (no new processes or programs, no signals
-to other processes, no network sockets) before any candidate code runs; every test has a
-wall-clock limit inside the process and a second one enforced from outside, the candidate has
-an overall budget, output and results are capped, and the whole process group is killed at the
-end.
+Each run starts fresh ``python -I -S`` processes (never forks of the grader) with a scrubbed
+environment, isolated as ``_isolation`` says: bubblewrap with least privilege, or, only when
+the user opted in, none. Each process lowers its rlimits and installs a seccomp filter before
+any candidate code runs, and reports whether the filter is in force; a process without it is
+refused like missing isolation.
 
-All tests of a candidate run in one process. When a test hangs past its limit or takes the
-process down, the parent records that test's failure and starts a fresh process for the tests
-after it, so one bad test costs one test.
+Integrity: the candidate's code runs in a process whose word is trusted for nothing but
+plain-data observations of the calls it was asked to make. The driver here sends one call at a
+time, each with a fresh unguessable nonce and a sequence number, accepts exactly one
+well-formed reply for it, and treats anything else on the channel as that test's failure (the
+process is then replaced). Every comparison runs in the grader's process. So whatever a
+candidate does to its own process, it scores no more than a function that returns the same
+values for the same inputs. Test code that must run as Python (pytest files) runs in a second
+sandboxed process with the candidate's module replaced by a proxy: its calls come here as
+plain data, are made in the candidate's process, and their plain results go back.
 
-The process sends back plain values only (``_values``); every check runs on those in the
-grader's process.
+Every test has a wall-clock limit inside the process and a second one enforced from outside;
+the candidate has an overall budget; output and results are capped; the whole process group
+is killed at the end. One bad test costs one test: a process that hangs or dies is replaced
+for the tests after it.
 """
 
 from __future__ import annotations
@@ -28,42 +31,58 @@ import importlib.resources
 import json
 import marshal
 import os
+import re
+import secrets
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from graders._base import BaseGrader
+from graders._isolation import (
+    SITE_DIR,
+    UNISOLATED_ENV,
+    bwrap_command,
+    check_isolation,
+    interpreter,
+    package_paths,
+    scrubbed_env,
+    unisolated_allowed,
+    unisolated_workdir,
+)
 from graders._rules import CodeRules
-from graders._values import decode_value
+from graders._text import safe_text
+from graders._values import Opaque, decode_value, encode_value
 
 __all__ = [
     "FunctionCall",
-    "IsolationCheck",
     "Outcome",
     "Sandbox",
     "SandboxError",
     "SandboxLimits",
     "SandboxRun",
     "SandboxedGrader",
-    "check_isolation",
 ]
 
-Isolation = Literal["bwrap", "rlimits"]
-_MAX_MESSAGE = 500
+Isolation = Literal["bwrap", "unisolated"]
+_MAX_MESSAGE = 2000
 _READ_CHUNK = 65536
-_SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+_MAX_NAMES = 1000
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CANDIDATE_PACKAGES = ("python-dateutil",)
+"""Distributions candidate code may import besides the standard library."""
+TEST_PACKAGES = ("pytest",)
+"""Distributions the process that runs a task's pytest file needs."""
 
 
 class SandboxError(RuntimeError):
-    """The sandbox itself failed (not the candidate): it could not start a process."""
+    """The sandbox itself cannot run (no isolation, no process), not the candidate's fault."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,7 @@ class SandboxLimits:
         processes: RLIMIT_NPROC.
         file_bytes: Largest file the process may write.
         open_files: Open file descriptors.
+        tmp_bytes: Size of each private tmpfs (``/tmp`` and ``/dev/shm``) under bubblewrap.
         max_output_bytes: What is kept of the candidate's stdout and stderr.
         max_result_bytes: Result data one process may send back.
         max_line_bytes: One result message.
@@ -98,6 +118,7 @@ class SandboxLimits:
     processes: int = 64
     file_bytes: int = 16 << 20
     open_files: int = 64
+    tmp_bytes: int = 64 << 20
     max_output_bytes: int = 64 << 10
     max_result_bytes: int = 8 << 20
     max_line_bytes: int = 2 << 20
@@ -130,7 +151,7 @@ class Outcome:
             ``passed``, ``failed``, ``error``, ``skipped``, ``timeout``, ``crashed`` for pytest.
         value: The returned value, decoded to plain data (calls that returned).
         args: The arguments as they were after the call, decoded to plain data.
-        error: What went wrong, in words.
+        error: What went wrong, in words (safe to print).
     """
 
     name: str
@@ -152,10 +173,11 @@ class SandboxRun:
     Attributes:
         outcomes: One per test, in order.
         load_error: Why the code could not be loaded, if it could not.
-        output: What the candidate printed (capped).
-        isolation: ``bwrap`` or ``rlimits``.
+        output: What the candidate printed (capped, safe to print).
+        isolation: ``bwrap`` or ``unisolated``.
         seconds: Wall-clock time of the run.
-        processes: Sandbox processes started (1 unless a test hung or crashed).
+        processes: Sandbox processes started (1 for calls unless a test hung or crashed; the
+            test process counts too for pytest).
     """
 
     outcomes: tuple[Outcome, ...]
@@ -177,93 +199,6 @@ class SandboxRun:
         raise KeyError(name)
 
 
-@dataclass(frozen=True)
-class IsolationCheck:
-    """Which isolation this machine offers, checked by running a process.
-
-    Attributes:
-        level: ``bwrap`` if bubblewrap started a sandboxed Python here, else ``rlimits``.
-        detail: Why, in words.
-    """
-
-    level: Isolation
-    detail: str
-
-
-_BWRAP_OPTIONS = (
-    "--ro-bind", "/", "/",
-    "--dev", "/dev",
-    "--proc", "/proc",
-    "--tmpfs", "/tmp",
-    "--unshare-net",
-    "--unshare-pid",
-    "--unshare-ipc",
-    "--unshare-uts",
-    "--unshare-cgroup-try",
-    "--hostname", "sandbox",
-    "--die-with-parent",
-    "--new-session",
-    "--cap-drop", "ALL",
-    "--chdir", "/tmp",
-)  # fmt: skip
-
-
-def _bwrap_options(python: str) -> list[str]:
-    """bwrap's options for ``python``: the interpreter's folders stay visible over the tmpfs.
-
-    A virtualenv or interpreter that lives under /tmp (a checkout in /tmp, as CI may use) would
-    otherwise be hidden by the sandbox's private /tmp.
-    """
-    # <prefix>/bin/python: its prefix holds pyvenv.cfg and site-packages, or the stdlib.
-    prefixes = {os.path.dirname(os.path.dirname(p)) for p in (python, os.path.realpath(python))}
-    folders = {sys.prefix, sys.base_prefix, *prefixes}
-    under_tmp = sorted(f for f in folders if f == "/tmp" or f.startswith("/tmp/"))
-    binds = [arg for folder in under_tmp for arg in ("--ro-bind", folder, folder)]
-    at = _BWRAP_OPTIONS.index("--tmpfs") + 2
-    return [*_BWRAP_OPTIONS[:at], *binds, *_BWRAP_OPTIONS[at:]]
-
-
-_isolation_lock = threading.Lock()
-_isolation_checks: dict[str, IsolationCheck] = {}
-
-
-def check_isolation(python: str | None = None) -> IsolationCheck:
-    """Returns the isolation available for ``python`` (default: this interpreter); cached."""
-    python = python or sys.executable
-    with _isolation_lock:
-        if python not in _isolation_checks:
-            _isolation_checks[python] = _probe_bwrap(python)
-        return _isolation_checks[python]
-
-
-def _probe_bwrap(python: str) -> IsolationCheck:
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return IsolationCheck("rlimits", "bubblewrap (bwrap) is not installed")
-    argv = [bwrap, *_bwrap_options(python), "--", python, "-I", "-c", "print('sandbox-ok')"]
-    try:
-        probe = subprocess.run(
-            argv, capture_output=True, text=True, timeout=30, env=_scrubbed_env("/tmp")
-        )
-    except (OSError, subprocess.SubprocessError) as error:
-        return IsolationCheck("rlimits", f"bubblewrap could not run: {error}")
-    if probe.returncode != 0 or probe.stdout.strip() != "sandbox-ok":
-        reason = (probe.stderr.strip().splitlines() or ["no output"])[-1][:_MAX_MESSAGE]
-        return IsolationCheck("rlimits", f"bubblewrap does not work here: {reason}")
-    return IsolationCheck("bwrap", f"bubblewrap works ({bwrap})")
-
-
-def _scrubbed_env(home: str) -> dict[str, str]:
-    """The whole environment of a sandbox process: nothing but what Python needs."""
-    return {
-        "PATH": _SAFE_PATH,
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "HOME": home,
-        "TMPDIR": home,
-    }
-
-
 @functools.cache
 def _runner_source() -> str:
     return importlib.resources.files("graders").joinpath("_sandbox_runner.py").read_text("utf-8")
@@ -275,18 +210,38 @@ def _runner_bytecode() -> bytes:
     return marshal.dumps(compile(_runner_source(), "<sandbox runner>", "exec"))
 
 
-# Loads the runner's code object from stdin and runs it; the job follows on stdin.
-_BOOTSTRAP = "import marshal,sys;exec(marshal.load(sys.stdin.buffer))"
+# Reads the runner's code object from stdin (one length-prefixed frame, read unbuffered so that
+# the frames after it stay in the pipe for the runner) and runs it.
+_BOOTSTRAP = """import os, marshal
+def read(size):
+    data = b""
+    while len(data) < size:
+        chunk = os.read(0, size - len(data))
+        if not chunk:
+            raise SystemExit(3)
+        data += chunk
+    return data
+exec(marshal.loads(read(int.from_bytes(read(4), "big"))))
+"""
 
 
-@dataclass
-class _ChildReport:
-    """What one sandbox process sent before it ended."""
+def _frame(message: Mapping[str, Any]) -> bytes:
+    data = marshal.dumps(dict(message))
+    return struct.pack(">I", len(data)) + data
 
-    events: list[dict[str, Any]] = field(default_factory=list)
-    output: bytes = b""
-    ended: str = ""  # why the parent stopped reading, if not because the process finished
-    exit_status: str = ""
+
+class _Ended(Exception):
+    """A sandbox process can say nothing more: it ended, hung, flooded or broke the protocol.
+
+    Attributes:
+        kind: ``exited``, ``timeout``, ``budget``, ``flood`` or ``protocol``.
+        words: What happened, for messages (``exited with status 7``).
+    """
+
+    def __init__(self, kind: str, words: str) -> None:
+        super().__init__(words)
+        self.kind = kind
+        self.words = words
 
 
 class Sandbox:
@@ -294,32 +249,47 @@ class Sandbox:
 
     Args:
         limits: Limits applied to each candidate.
-        isolation: ``auto`` (bubblewrap if it works here, else rlimits), ``bwrap`` (fail if
-            bubblewrap does not work) or ``rlimits`` (no bubblewrap).
-        python: Interpreter for sandbox processes; defaults to this one.
+        isolation: ``auto`` (bubblewrap; without it, unisolated only if ``MOA_UNISOLATED=1``),
+            ``bwrap`` (bubblewrap or nothing) or ``unisolated`` (an explicit opt-in).
+        python: Interpreter for sandbox processes; defaults to this one's real binary.
 
     Raises:
-        SandboxError: ``isolation="bwrap"`` but bubblewrap does not work here.
+        SandboxError: No isolation works here and the user did not opt in to running without.
     """
 
     def __init__(
         self,
         limits: SandboxLimits | None = None,
         *,
-        isolation: Literal["auto", "bwrap", "rlimits"] = "auto",
+        isolation: Literal["auto", "bwrap", "unisolated"] = "auto",
         python: str | None = None,
     ) -> None:
         self.limits = limits or SandboxLimits()
-        self._python = python or sys.executable
-        if isolation == "rlimits":
-            self.isolation: Isolation = "rlimits"
-            self.isolation_detail = "rlimits requested"
+        self._python = interpreter(python or sys.executable)
+        if isolation == "unisolated":
+            self.isolation: Isolation = "unisolated"
+            self.isolation_detail = "unisolated, as asked"
         else:
             check = check_isolation(self._python)
-            if isolation == "bwrap" and check.level != "bwrap":
-                raise SandboxError(check.detail)
-            self.isolation, self.isolation_detail = check.level, check.detail
+            if check.level == "bwrap":
+                self.isolation, self.isolation_detail = "bwrap", check.detail
+            elif isolation == "auto" and unisolated_allowed():
+                self.isolation = "unisolated"
+                self.isolation_detail = f"unisolated ({UNISOLATED_ENV}=1): {check.detail}"
+            else:
+                raise SandboxError(
+                    f"untrusted code is not run without isolation: {check.detail}; install "
+                    "bubblewrap (apt-get install bubblewrap), or opt in to unisolated runs "
+                    f"with --unisolated or {UNISOLATED_ENV}=1"
+                )
+        if self.isolation == "unisolated":
+            print(
+                "warning: generated code runs WITHOUT isolation (rlimits and seccomp only): "
+                "it runs as you and can read your files and your environment's secrets",
+                file=sys.stderr,
+            )
         self._bwrap = shutil.which("bwrap") if self.isolation == "bwrap" else None
+        self._seccomp_checked = False
 
     def call_function(
         self, code: str, function_name: str, calls: Sequence[FunctionCall]
@@ -329,52 +299,115 @@ class Sandbox:
         Raises:
             SandboxError: No sandbox process could be started.
         """
-        limits = self.limits
-        job = {
-            "mode": "calls",
-            "code": code,
-            "function": function_name,
-            "calls": [{"name": c.name, "args": marshal.dumps(list(c.args))} for c in calls],
-            "load_timeout": limits.load_timeout,
-            "budget": {
-                "values": limits.max_values,
-                "chars": limits.max_chars,
-                "depth": limits.max_depth,
-            },
-        }
-        return self._run(job, [c.name for c in calls])
+        started = time.monotonic()
+        candidate = _Candidate(self, code, [function_name], started)
+        outcomes: list[Outcome] = []
+        try:
+            load_error = candidate.load()
+            for call in calls:
+                if load_error is not None:
+                    outcomes.append(Outcome(call.name, "not_run", error="not run: no code"))
+                elif time.monotonic() >= candidate.budget_end:
+                    outcomes.append(Outcome(call.name, "not_run", error=f"not run: {self._spent}"))
+                else:
+                    reply = candidate.call(function_name, list(call.args), {}, candidate.budget_end)
+                    outcomes.append(reply.outcome(call.name))
+        finally:
+            candidate.close()
+        return SandboxRun(
+            outcomes=tuple(outcomes),
+            load_error=load_error,
+            output=safe_text(candidate.output.decode("utf-8", "replace")),
+            isolation=self.isolation,
+            seconds=time.monotonic() - started,
+            processes=candidate.processes,
+        )
 
-    def run_pytest(self, files: Mapping[str, str], test_file: str) -> SandboxRun:
-        """Writes ``files`` to a fresh directory and runs pytest on ``test_file`` there.
+    def run_pytest(
+        self,
+        code: str,
+        test_files: Mapping[str, str],
+        test_file: str,
+        *,
+        module: str = "solution",
+        functions: Sequence[str] = (),
+    ) -> SandboxRun:
+        """Runs pytest on ``test_file`` with ``module`` standing for the candidate's ``code``.
+
+        The tests run in their own sandboxed process; the candidate's code runs in another,
+        and the tests reach its functions through plain-data calls.
 
         Args:
-            files: File name to contents; plain names, no directories.
-            test_file: The file pytest runs; one of ``files``.
+            code: The candidate's module.
+            test_files: The task's files (the tests, helpers): plain names to contents.
+            test_file: The file pytest runs; one of ``test_files``.
+            module: The name the tests import the candidate's code as.
+            functions: Functions the code must define (else a load error).
 
         Raises:
-            SandboxError: No sandbox process could be started.
+            SandboxError: No sandbox process could be started, or pytest is not installed.
             ValueError: A file name is not a plain name.
         """
-        for name in files:
+        for name in test_files:
             if not name or "/" in name or "\\" in name or name.startswith("."):
                 raise ValueError(f"not a plain file name: {name!r}")
-        if test_file not in files:
+        if test_file not in test_files:
             raise ValueError(f"test file {test_file!r} is not among the files")
-        job = {
-            "mode": "pytest",
-            "files": dict(files),
-            "test_file": test_file,
-            "load_timeout": max(self.limits.load_timeout, 10.0),
-        }
-        return self._run(job, None)
-
-    def _run(self, job: dict[str, Any], names: list[str] | None) -> SandboxRun:
-        limits = self.limits
+        if not package_paths(("pytest",)):
+            raise SandboxError(
+                "pytest is not installed: the pytest grader needs it (pip install pytest)"
+            )
         started = time.monotonic()
-        budget_end = started + limits.candidate_timeout
-        base = {
-            **job,
+        candidate = _Candidate(self, code, list(functions), started, module=module)
+        try:
+            load_error = candidate.load()
+            if load_error is not None:
+                return self._pytest_run((), load_error, candidate, started)
+            tests = _TestSession(self, candidate, dict(test_files), test_file, module)
+            outcomes, load_error = tests.run()
+            candidate.processes += tests.processes
+        finally:
+            candidate.close()
+        return self._pytest_run(outcomes, load_error, candidate, started)
+
+    def _pytest_run(
+        self,
+        outcomes: Sequence[Outcome],
+        load_error: str | None,
+        candidate: _Candidate,
+        started: float,
+    ) -> SandboxRun:
+        return SandboxRun(
+            outcomes=tuple(outcomes),
+            load_error=load_error,
+            output=safe_text(candidate.output.decode("utf-8", "replace")),
+            isolation=self.isolation,
+            seconds=time.monotonic() - started,
+            processes=candidate.processes,
+        )
+
+    @property
+    def _spent(self) -> str:
+        return f"the candidate's time budget of {self.limits.candidate_timeout:g} s ran out"
+
+    def _argv(self, packages: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The command of a sandbox process, and the import paths its runner adds."""
+        paths = package_paths(packages)
+        source = _BOOTSTRAP if self._python == interpreter(sys.executable) else _runner_source()
+        flags = ["-I", "-S", "-B", "-c", source]
+        if self._bwrap is None:
+            return [self._python, *flags], sorted({str(p.parent) for p in paths})
+        command = bwrap_command(self._bwrap, self._python, paths, self.limits.tmp_bytes)
+        return [*command, *flags], [SITE_DIR]
+
+    def _job(self, mode: str, paths: list[str]) -> dict[str, Any]:
+        limits = self.limits
+        return {
+            "mode": mode,
+            "nonce": secrets.token_hex(16),
+            "paths": paths,
             "test_timeout": limits.test_timeout,
+            "load_timeout": limits.load_timeout,
             "limits": {
                 "cpu_seconds": limits.cpu_seconds,
                 "memory_bytes": limits.memory_bytes,
@@ -382,294 +415,543 @@ class Sandbox:
                 "file_bytes": limits.file_bytes,
                 "open_files": limits.open_files,
             },
+            "budget": {
+                "values": limits.max_values,
+                "chars": limits.max_chars,
+                "depth": limits.max_depth,
+            },
             "max_output_bytes": limits.max_output_bytes,
             "max_line_bytes": limits.max_line_bytes,
         }
-        order: list[str] = list(names or [])
+
+    def _start(self, mode: str, packages: Sequence[str], job: Mapping[str, Any]) -> _Child:
+        """Starts a sandbox process, sends it ``job`` and waits until it is ready.
+
+        Raises:
+            SandboxError: The process did not start, or runs without its seccomp filter.
+        """
+        argv, paths = self._argv(packages)
+        full_job = {**self._job(mode, paths), **job}
+        child = _Child(self, argv, full_job)
+        try:
+            ready = child.receive(time.monotonic() + self.limits.startup_timeout)
+        except _Ended as ended:
+            tail = child.output.decode("utf-8", "replace").strip().splitlines()[-3:]
+            child.close()
+            raise SandboxError(
+                f"the sandbox process did not start: it {ended.words}: "
+                + safe_text(" | ".join(tail), 500)
+            ) from None
+        if ready.get("event") != "ready" or ready.get("nonce") != full_job["nonce"]:
+            child.close()
+            raise SandboxError("the sandbox process did not start: it sent no ready message")
+        if ready.get("seccomp") is not True and self.isolation != "unisolated":
+            child.close()
+            raise SandboxError(
+                f"the seccomp filter could not be installed on {os.uname().machine}: untrusted "
+                f"code is not run without it; opt in with --unisolated or {UNISOLATED_ENV}=1"
+            )
+        child.job = full_job
+        return child
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """The driver's reading of one call's reply."""
+
+    status: str
+    value: Any = None
+    args: Any = None
+    kwargs: Any = None
+    error: str = ""
+    bases: tuple[str, ...] = ()
+
+    def outcome(self, name: str) -> Outcome:
+        args = self.args if isinstance(self.args, list) else None
+        return Outcome(
+            name,
+            self.status,
+            value=self.value,
+            args=tuple(args) if args is not None else None,
+            error=self.error,
+        )
+
+
+class _Candidate:
+    """The candidate's process: loaded once, replaced after a call that hangs, dies or lies."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        code: str,
+        functions: list[str],
+        started: float,
+        *,
+        module: str = "candidate",
+    ) -> None:
+        self.sandbox = sandbox
+        self.code = code
+        self.functions = functions
+        self.module = module
+        self.budget_end = started + sandbox.limits.candidate_timeout
+        self.child: _Child | None = None
+        self.names: dict[str, Any] = {}
+        self.processes = 0
+        self.output = bytearray()
+        self._seq = 0
+
+    def load(self) -> str | None:
+        """Starts a process and loads the code; returns why it could not, or None."""
+        limits = self.sandbox.limits
+        job = {"code": self.code, "functions": self.functions, "module": self.module}
+        self.child = self.sandbox._start("candidate", CANDIDATE_PACKAGES, job)
+        self.processes += 1
+        self._seq = 0
+        deadline = min(time.monotonic() + _allowance(limits.load_timeout), self.budget_end)
+        try:
+            reply = self.child.receive(deadline)
+        except _Ended as ended:
+            self.close()
+            if ended.kind == "timeout" and time.monotonic() >= self.budget_end:
+                return f"the candidate's time budget of {limits.candidate_timeout:g} s ran out"
+            return f"loading the code failed: the process {ended.words}"
+        nonce = self.child.job["nonce"]
+        event = reply.get("event")
+        if reply.get("nonce") != nonce or reply.get("seq") != 0:
+            self.close()
+            return "loading the code failed: the process sent an unexpected message"
+        if event == "load_error":
+            self.close()
+            return _message(reply.get("error")) or "loading the code failed"
+        if event != "loaded":
+            self.close()
+            return "loading the code failed: the process sent an unexpected message"
+        self.names = _checked_names(reply.get("names"))
+        return None
+
+    def call(
+        self, function: str, args: list[Any], kwargs: dict[str, Any], deadline: float
+    ) -> _Reply:
+        """Makes one call in the candidate's process and reads its one reply."""
+        limits = self.sandbox.limits
+        if time.monotonic() >= self.budget_end:
+            return _Reply("not_run", error=f"not run: {self.sandbox._spent}")
+        if self.child is None:
+            reason = self.load()
+            if reason is not None:
+                return _Reply("crashed", error=f"reloading the code failed: {reason}")
+        assert self.child is not None
+        self._seq += 1
+        nonce = secrets.token_hex(16)
+        request = {
+            "nonce": nonce,
+            "seq": self._seq,
+            "function": function,
+            "args": marshal.dumps(args),
+            "kwargs": marshal.dumps(kwargs),
+        }
+        started = time.monotonic()
+        self.child.send(request)
+        end = min(started + _allowance(limits.test_timeout), deadline, self.budget_end)
+        try:
+            reply = self.child.receive(end)
+        except _Ended as ended:
+            self.close()
+            kind = ended.kind
+            if kind == "timeout" and time.monotonic() >= self.budget_end:
+                kind = "budget"
+            status = "timeout" if kind in ("timeout", "budget") else "crashed"
+            if kind == "timeout":
+                words = f"timed out (limit {limits.test_timeout:g} s per test)"
+            elif kind == "budget":
+                words = (
+                    f"timed out (the candidate's budget of {limits.candidate_timeout:g} s ran out)"
+                )
+            else:
+                words = ended.words
+            return _Reply(status, error=f"the process {words}")
+        answered = reply.get("status")
+        if (
+            reply.get("nonce") != nonce
+            or reply.get("seq") != self._seq
+            or answered not in ("returned", "raised", "timeout")
+        ):
+            self.close()
+            return _Reply("crashed", error="the process sent a message that answers no call")
+        if answered != "returned":
+            bases = reply.get("bases")
+            names = tuple(b for b in bases if isinstance(b, str)) if isinstance(bases, list) else ()
+            return _Reply(answered, error=_message(reply.get("error")), bases=names[:50])
+        return _Reply(
+            "returned",
+            value=decode_value(reply.get("value")),
+            args=decode_value(reply.get("args")),
+            kwargs=decode_value(reply.get("kwargs")),
+        )
+
+    def close(self) -> None:
+        if self.child is not None:
+            self.output += self.child.output[
+                : max(0, self.sandbox.limits.max_output_bytes - len(self.output))
+            ]
+            self.child.close()
+            self.child = None
+
+
+class _TestSession:
+    """Runs a task's pytest file in its own process, relaying its calls to the candidate."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        candidate: _Candidate,
+        files: dict[str, str],
+        test_file: str,
+        module: str,
+    ) -> None:
+        self.sandbox = sandbox
+        self.candidate = candidate
+        self.files = files
+        self.test_file = test_file
+        self.module = module
+        self.processes = 0
+
+    def run(self) -> tuple[list[Outcome], str | None]:
+        """Runs the tests; returns their outcomes and why they could not run, if they could not."""
+        limits = self.sandbox.limits
+        order: list[str] = []
         outcomes: dict[str, Outcome] = {}
         skip: list[str] = []
-        load_error: str | None = None
-        output = bytearray()
-        processes = 0
-        budget = f"the candidate's time budget of {limits.candidate_timeout:g} s ran out"
+        budget_end = self.candidate.budget_end
         while time.monotonic() < budget_end:
-            report = self._run_process({**base, "skip": skip}, budget_end)
-            processes += 1
-            output += report.output[: max(0, limits.max_output_bytes - len(output))]
-            state = _replay(report.events, order, outcomes, names)
-            if state.load_error is not None:
-                load_error = state.load_error
+            job = {
+                "files": self.files,
+                "test_file": self.test_file,
+                "module": self.module,
+                "names": self.candidate.names,
+                "skip": skip,
+                "load_timeout": max(limits.load_timeout, 10.0),
+            }
+            child = self.sandbox._start("tests", TEST_PACKAGES, job)
+            self.processes += 1
+            try:
+                running, ended, load_error, done = self._follow(child, order, outcomes)
+            finally:
+                child.close()
+            if ended is not None and ended.kind == "exited":
+                tail = child.output.decode("utf-8", "replace").strip().splitlines()[-2:]
+                ended.words += (": " + safe_text(" | ".join(tail), 500)) if tail else ""
+            if load_error is not None:
+                return self._ordered(order, outcomes), load_error
+            if done:
                 break
-            if state.done:
-                break
-            reason = _why_ended(report, limits)
-            if not state.ready and report.ended != "budget":
-                tail = report.output.decode("utf-8", "replace").strip().splitlines()[-3:]
-                raise SandboxError(
-                    f"the sandbox process did not start: it {reason}: " + " | ".join(tail)
-                )
-            if not state.loaded:
-                load_error = f"loading the code failed: the process {reason}"
-                break
-            victim = state.running or _next_pending(order, outcomes, names)
-            if victim is None:
-                if names is None:  # pytest: which tests were left is unknown
-                    victim = "session"
-                    reason += " between tests; the tests after it did not run"
-                else:
-                    break
-            status = "timeout" if report.ended in ("timeout", "budget") else "crashed"
-            outcomes[victim] = Outcome(victim, status, error=f"the process {reason}")
+            if ended is None:
+                continue
+            victim = running or "session"
+            status = "timeout" if ended.kind in ("timeout", "budget") else "crashed"
+            words = ended.words
+            if victim == "session":
+                words += " between tests; the tests after it did not run"
+            outcomes[victim] = Outcome(victim, status, error=f"the test process {words}")
             if victim not in order:
                 order.append(victim)
             if victim == "session":
                 break
             skip.append(victim)
         else:
-            if load_error is None and not outcomes and names is None:
-                load_error = budget
-        for name in order:
-            if name not in outcomes:
-                outcomes[name] = Outcome(name, "not_run", error=f"not run: {budget}")
-        return SandboxRun(
-            outcomes=tuple(outcomes[name] for name in order),
-            load_error=load_error,
-            output=output.decode("utf-8", "replace"),
-            isolation=self.isolation,
-            seconds=time.monotonic() - started,
-            processes=processes,
-        )
+            if not outcomes:
+                return [], self.sandbox._spent
+        return self._ordered(order, outcomes), None
 
-    def _argv(self) -> list[str]:
-        source = _BOOTSTRAP if self._python == sys.executable else _runner_source()
-        command = [self._python, "-I", "-B", "-c", source]
-        if self._bwrap is None:
-            return command
-        return [self._bwrap, *_bwrap_options(self._python), "--", *command]
+    @staticmethod
+    def _ordered(order: list[str], outcomes: dict[str, Outcome]) -> list[Outcome]:
+        return [outcomes[name] for name in order if name in outcomes]
 
-    def _run_process(self, job: dict[str, Any], budget_end: float) -> _ChildReport:
-        """Runs one sandbox process on ``job`` and collects what it sends until it ends."""
-        with self._workdir() as workdir:
-            try:
-                process = subprocess.Popen(
-                    self._argv(),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=_scrubbed_env(workdir),
-                    cwd=workdir,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as error:
-                raise SandboxError(f"could not start {self._argv()[0]}: {error}") from error
-            try:
-                stdin = marshal.dumps(job)
-                if self._python == sys.executable:
-                    stdin = _runner_bytecode() + stdin
-                report = self._collect(process, stdin, float(job["load_timeout"]), budget_end)
-            finally:
-                # Kill the group before reaping the leader, so its id cannot have been reused.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                code = process.wait()
-                for stream in (process.stdin, process.stdout, process.stderr):
-                    if stream is not None:
-                        with contextlib.suppress(OSError):
-                            stream.close()
-            if not report.ended:
-                report.exit_status = self._exit_words(code)
-            return report
+    def _follow(
+        self, child: _Child, order: list[str], outcomes: dict[str, Outcome]
+    ) -> tuple[str | None, _Ended | None, str | None, bool]:
+        """Reads one test process's events until it is done or ends.
 
-    @contextlib.contextmanager
-    def _workdir(self) -> Iterator[str]:
-        if self.isolation == "bwrap":
-            yield "/tmp"  # the sandbox's own tmpfs
-            return
-        with tempfile.TemporaryDirectory(prefix="moa-sandbox-") as path:
-            yield path
-
-    def _collect(
-        self, process: subprocess.Popen[bytes], job: bytes, load_timeout: float, budget_end: float
-    ) -> _ChildReport:
-        """Feeds the job to the process and reads its events and output until it ends.
-
-        Stops early (and says why in ``ended``) when the process misses a deadline, the
-        candidate's budget runs out, or it sends too much result data.
+        Returns the test running when it ended, why it ended, a load error, and whether it
+        finished.
         """
-        limits = self.limits
-        report = _ChildReport()
-        assert process.stdin and process.stdout and process.stderr
-        selector = selectors.DefaultSelector()
-        pending = memoryview(job)
-        results = bytearray()
-        result_bytes = 0
-        output = bytearray()
-        for stream in (process.stdin, process.stdout, process.stderr):
-            os.set_blocking(stream.fileno(), False)
-        selector.register(process.stdin, selectors.EVENT_WRITE, "in")
-        selector.register(process.stdout, selectors.EVENT_READ, "out")
-        selector.register(process.stderr, selectors.EVENT_READ, "err")
-        pidfd = _pidfd(process.pid)
-        if pidfd is not None:
-            selector.register(pidfd, selectors.EVENT_READ, "exit")
-        deadline = time.monotonic() + limits.startup_timeout
-        exited = False
+        limits = self.sandbox.limits
+        budget_end = self.candidate.budget_end
+        deadline = time.monotonic() + _allowance(max(limits.load_timeout, 10.0))
+        running: str | None = None
+        while True:
+            try:
+                event = child.receive(min(deadline, budget_end))
+            except _Ended as ended:
+                return running, ended, None, False
+            kind = event.get("event")
+            name = event.get("name")
+            if kind == "done":
+                return None, None, None, True
+            if kind == "load_error":
+                return None, None, _message(event.get("error")), False
+            if kind == "call":
+                child.send(self._relay(event, deadline))
+            elif isinstance(name, str) and name not in outcomes:
+                if kind == "start":
+                    running = name
+                    deadline = time.monotonic() + _allowance(limits.test_timeout)
+                elif kind == "outcome":
+                    running = None
+                    status = _message(event.get("status")) or "crashed"
+                    outcomes[name] = Outcome(name, status, error=_message(event.get("error")))
+                    if name not in order:
+                        order.append(name)
+
+    def _relay(self, event: Mapping[str, Any], deadline: float) -> dict[str, Any]:
+        """Makes the call a test asked for in the candidate's process; returns the answer."""
+        function = event.get("function")
+        if not isinstance(function, str) or function not in self.candidate.names["functions"]:
+            return {"status": "raised", "error": f"AttributeError: no function {function!r}"}
+        args = decode_value(event.get("args"))
+        kwargs = decode_value(event.get("kwargs"))
+        if (
+            not isinstance(args, list)
+            or not isinstance(kwargs, dict)
+            or _has_opaque([args, kwargs])
+        ):
+            error = "TypeError: the arguments are not plain data"
+            return {"status": "raised", "error": error, "bases": ["TypeError"]}
+        reply = self.candidate.call(function, args, kwargs, deadline)
+        return {
+            "status": reply.status,
+            "value": encode_value(reply.value),
+            "args": encode_value(reply.args),
+            "kwargs": encode_value(reply.kwargs if isinstance(reply.kwargs, dict) else {}),
+            "error": reply.error,
+            "bases": list(reply.bases),
+        }
+
+
+def _has_opaque(value: Any) -> bool:
+    if isinstance(value, Opaque):
+        return True
+    if isinstance(value, dict):
+        return any(_has_opaque(k) or _has_opaque(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_has_opaque(item) for item in value)
+    return False
+
+
+def _checked_names(names: Any) -> dict[str, Any]:
+    """The names a candidate says its module defines, cut to well-formed identifiers."""
+
+    def identifiers(items: Any) -> list[str]:
+        if not isinstance(items, list | dict):
+            return []
+        return [n for n in items if isinstance(n, str) and _IDENTIFIER.fullmatch(n)][:_MAX_NAMES]
+
+    names = names if isinstance(names, dict) else {}
+    exceptions = names.get("exceptions")
+    exceptions = exceptions if isinstance(exceptions, dict) else {}
+    values = names.get("values")
+    values = values if isinstance(values, dict) else {}
+    return {
+        "functions": identifiers(names.get("functions")),
+        "classes": identifiers(names.get("classes")),
+        "exceptions": {
+            name: [b for b in exceptions[name] if isinstance(b, str)][:50]
+            if isinstance(exceptions[name], list)
+            else []
+            for name in identifiers(exceptions)
+        },
+        "values": {name: encode_value(decode_value(values[name])) for name in identifiers(values)},
+    }
+
+
+def _allowance(seconds: float) -> float:
+    """The outer limit for an inner one of ``seconds``: the process enforces it with slack."""
+    return seconds + max(0.5, seconds / 2)
+
+
+def _message(value: object) -> str:
+    """A message from a sandbox process, safe to print and store."""
+    return safe_text(value, _MAX_MESSAGE) if isinstance(value, str) else ""
+
+
+class _Child:
+    """One sandbox process: requests go in on stdin, JSON lines come out on stdout."""
+
+    def __init__(self, sandbox: Sandbox, argv: list[str], job: dict[str, Any]) -> None:
+        self.limits = sandbox.limits
+        self.job = job
+        self.output = bytearray()
+        self._buffer = bytearray()
+        self._result_bytes = 0
+        self._pending = bytearray()
+        self._exited = False
+        self._stack = contextlib.ExitStack()
+        unisolated = sandbox.isolation == "unisolated"
+        self._bwrap = not unisolated
+        workdir = self._stack.enter_context(unisolated_workdir()) if unisolated else "/tmp"
         try:
-            while not exited and (
-                _is_registered(selector, process.stdout) or _is_registered(selector, process.stderr)
-            ):
-                now = time.monotonic()
-                if now >= budget_end:
-                    report.ended = "budget"
-                    break
-                if now >= deadline:
-                    report.ended = "timeout"
-                    break
-                wait = min(deadline, budget_end) - now
-                if pidfd is None:
-                    wait = min(wait, 0.02)
-                for key, _ in selector.select(wait):
-                    if key.data == "in":
-                        try:
-                            pending = pending[os.write(key.fd, pending) :]
-                        except OSError:
-                            pending = pending[:0]
-                        if not pending:
-                            selector.unregister(process.stdin)
-                            process.stdin.close()
-                    elif key.data == "exit":
-                        exited = True
-                    else:
-                        data = _read(key.fd)
-                        if not data:
-                            selector.unregister(key.fileobj)
-                        elif key.data == "err":
-                            output += data[: max(0, limits.max_output_bytes - len(output))]
-                        else:
-                            result_bytes += len(data)
-                            results += data
-                            if result_bytes > limits.max_result_bytes:
-                                report.ended = "too much result data"
-                                break
-                            for line in _complete_lines(results):
-                                event = _parse_event(line, limits.max_line_bytes)
-                                if event is not None:
-                                    report.events.append(event)
-                                    deadline = time.monotonic() + self._allowance(
-                                        event, load_timeout
-                                    )
-                if report.ended:
-                    break
-                if pidfd is None and _has_exited(process.pid):
-                    exited = True
-            if exited or not report.ended:
-                # The process ended: take what is still in the pipes.
-                limit = limits.max_result_bytes
-                while (data := _read(process.stdout.fileno())) and result_bytes <= limit:
-                    result_bytes += len(data)
-                    results += data
-                for line in _complete_lines(results + b"\n"):
-                    event = _parse_event(line, limits.max_line_bytes)
-                    if event is not None:
-                        report.events.append(event)
-                while data := _read(process.stderr.fileno()):
-                    output += data[: max(0, limits.max_output_bytes - len(output))]
-        finally:
-            selector.close()
-            if pidfd is not None:
-                os.close(pidfd)
-        report.output = bytes(output)
-        return report
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=scrubbed_env(workdir),
+                cwd=workdir if unisolated else None,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as error:
+            self._stack.close()
+            raise SandboxError(f"could not start {argv[0]}: {error}") from error
+        self._stack.callback(self._kill)
+        stdin = _frame(job)
+        if argv[-1] == _BOOTSTRAP:
+            code = _runner_bytecode()
+            stdin = struct.pack(">I", len(code)) + code + stdin
+        assert self.process.stdin and self.process.stdout and self.process.stderr
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            os.set_blocking(stream.fileno(), False)
+        self._selector = selectors.DefaultSelector()
+        self._stack.callback(self._selector.close)
+        self._selector.register(self.process.stdout, selectors.EVENT_READ, "out")
+        self._selector.register(self.process.stderr, selectors.EVENT_READ, "err")
+        self._pidfd = _pidfd(self.process.pid)
+        if self._pidfd is not None:
+            self._selector.register(self._pidfd, selectors.EVENT_READ, "exit")
+            self._stack.callback(os.close, self._pidfd)
+        self.send_bytes(stdin)
 
-    def _allowance(self, event: Mapping[str, Any], load_timeout: float) -> float:
-        """Seconds the process has, after ``event``, before it must send the next one.
+    def send(self, message: Mapping[str, Any]) -> None:
+        """Queues one request; it is written while the next reply is awaited."""
+        self.send_bytes(_frame(message))
 
-        The process enforces the same limits itself; this outer limit adds some slack.
+    def send_bytes(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        was_empty = not self._pending
+        self._pending += data
+        self._write()
+        if was_empty and self._pending:
+            self._selector.register(self.process.stdin, selectors.EVENT_WRITE, "in")
+
+    def _write(self) -> None:
+        assert self.process.stdin is not None
+        try:
+            while self._pending:
+                written = os.write(self.process.stdin.fileno(), self._pending)
+                del self._pending[:written]
+        except BlockingIOError:
+            return
+        except OSError:
+            self._pending.clear()  # the process is gone; reading tells how
+        if not self._pending:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(self.process.stdin)
+
+    def receive(self, deadline: float) -> dict[str, Any]:
+        """The next message the process sends.
+
+        Raises:
+            _Ended: It sent nothing well-formed before ``deadline``, or ended, or flooded.
         """
-        seconds = load_timeout if event.get("event") == "ready" else self.limits.test_timeout
-        return seconds + max(0.5, seconds / 2)
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                if not line.strip():
+                    continue
+                return self._parse(line)
+            if len(self._buffer) > self.limits.max_line_bytes:
+                raise _Ended("flood", "was stopped: it sent too much result data")
+            if self._exited:
+                raise _Ended("exited", self._exit_words())
+            now = time.monotonic()
+            if now >= deadline:
+                raise _Ended("timeout", "timed out")
+            wait = deadline - now if self._pidfd is not None else min(deadline - now, 0.02)
+            for key, _ in self._selector.select(wait):
+                if key.data == "in":
+                    self._write()
+                elif key.data == "exit":
+                    self._drain()
+                elif not self._take(key):
+                    break
+            if self._pidfd is None and not self._exited and self.process.poll() is not None:
+                self._drain()
 
-    def _exit_words(self, code: int) -> str:
+    def _parse(self, line: bytes) -> dict[str, Any]:
+        if len(line) > self.limits.max_line_bytes:
+            raise _Ended("flood", "was stopped: it sent too much result data")
+        try:
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            raise _Ended("protocol", "sent a malformed message") from None
+        if not isinstance(event, dict):
+            raise _Ended("protocol", "sent a malformed message")
+        return event
+
+    def _take(self, key: selectors.SelectorKey) -> bool:
+        """Reads what one stream has; False once the result stream is closed."""
+        data = _read(key.fd)
+        if key.data == "err":
+            if data:
+                self.output += data[: max(0, self.limits.max_output_bytes - len(self.output))]
+            else:
+                self._selector.unregister(key.fileobj)
+            return True
+        if not data:
+            self._selector.unregister(key.fileobj)
+            self._wait_exit()
+            return False
+        self._result_bytes += len(data)
+        if self._result_bytes > self.limits.max_result_bytes:
+            raise _Ended("flood", "was stopped: it sent too much result data")
+        self._buffer += data
+        return True
+
+    def _wait_exit(self) -> None:
+        """The result stream closed: give the process a moment to exit, then call it ended."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=1.0)
+        self._drain()
+
+    def _drain(self) -> None:
+        """The process ended: take what is left in its pipes."""
+        self._exited = True
+        assert self.process.stdout and self.process.stderr
+        while data := _read(self.process.stdout.fileno()):
+            self._result_bytes += len(data)
+            if self._result_bytes > self.limits.max_result_bytes:
+                break
+            self._buffer += data
+        if self._buffer and not self._buffer.endswith(b"\n"):
+            self._buffer += b"\n"
+        while data := _read(self.process.stderr.fileno()):
+            self.output += data[: max(0, self.limits.max_output_bytes - len(self.output))]
+
+    def _exit_words(self) -> str:
+        code = self.process.poll()
+        if code is None:
+            return "closed its result channel"
         if code < 0:
             return _signal_words(-code, self.limits)
-        if self.isolation == "bwrap" and code > 128:
+        if self._bwrap and code > 128:  # bubblewrap exits with 128 + the signal that killed it
             return _signal_words(code - 128, self.limits)
         return f"exited with status {code}"
 
+    def _kill(self) -> None:
+        # Kill the group before reaping the leader, so its id cannot have been reused.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
 
-@dataclass
-class _ReplayState:
-    ready: bool = False
-    loaded: bool = False
-    done: bool = False
-    running: str | None = None
-    load_error: str | None = None
-
-
-def _replay(
-    events: list[dict[str, Any]],
-    order: list[str],
-    outcomes: dict[str, Outcome],
-    names: list[str] | None,
-) -> _ReplayState:
-    """Applies one process's events to the run's outcomes; returns where that process got to."""
-    state = _ReplayState()
-    for event in events:
-        kind = event.get("event")
-        name = event.get("name")
-        if kind == "ready":
-            state.ready = True
-        elif kind == "loaded":
-            state.loaded = True
-        elif kind == "load_error":
-            state.load_error = _text(event.get("error"))
-        elif kind == "done":
-            state.done = True
-        elif not isinstance(name, str) or name in outcomes or (names and name not in names):
-            continue
-        elif kind == "start":
-            state.loaded = True
-            state.running = name
-        elif kind == "outcome":
-            state.loaded = True
-            state.running = None
-            outcomes[name] = _outcome(name, event)
-            if name not in order:
-                order.append(name)
-    return state
-
-
-def _outcome(name: str, event: Mapping[str, Any]) -> Outcome:
-    status = _text(event.get("status")) or "crashed"
-    if status != "returned":
-        return Outcome(name, status, error=_text(event.get("error")))
-    args = decode_value(event.get("args"))
-    return Outcome(
-        name,
-        status,
-        value=decode_value(event.get("value")),
-        args=tuple(args) if isinstance(args, list) else None,
-        error="",
-    )
-
-
-def _next_pending(
-    order: list[str], outcomes: Mapping[str, Outcome], names: list[str] | None
-) -> str | None:
-    if names is None:
-        return None
-    return next((name for name in order if name not in outcomes), None)
-
-
-def _why_ended(report: _ChildReport, limits: SandboxLimits) -> str:
-    if report.ended == "timeout":
-        return f"timed out (limit {limits.test_timeout:g} s per test)"
-    if report.ended == "budget":
-        return f"timed out (the candidate's budget of {limits.candidate_timeout:g} s ran out)"
-    if report.ended:
-        return f"was stopped: it sent {report.ended}"
-    return report.exit_status or "ended"
+    def close(self) -> None:
+        """Kills the process group and removes what the process left on the host."""
+        self._stack.close()
 
 
 def _signal_words(number: int, limits: SandboxLimits) -> str:
@@ -686,30 +968,6 @@ def _signal_words(number: int, limits: SandboxLimits) -> str:
     return f"was killed by {name}"
 
 
-def _text(value: object) -> str:
-    return value[: _MAX_MESSAGE * 4] if isinstance(value, str) else ""
-
-
-def _parse_event(line: bytes, max_line_bytes: int) -> dict[str, Any] | None:
-    if len(line) > max_line_bytes:
-        return None
-    try:
-        event = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    return event if isinstance(event, dict) else None
-
-
-def _complete_lines(buffer: bytearray) -> list[bytes]:
-    """Removes and returns the complete lines at the start of ``buffer``."""
-    end = buffer.rfind(b"\n")
-    if end < 0:
-        return []
-    lines = bytes(buffer[:end]).split(b"\n")
-    del buffer[: end + 1]
-    return [line for line in lines if line.strip()]
-
-
 def _read(fd: int) -> bytes:
     try:
         return os.read(fd, _READ_CHUNK)
@@ -721,14 +979,6 @@ def _read(fd: int) -> bytes:
         raise
 
 
-def _is_registered(selector: selectors.BaseSelector, stream: Any) -> bool:
-    try:
-        selector.get_key(stream)
-    except KeyError:
-        return False
-    return True
-
-
 def _pidfd(pid: int) -> int | None:
     opener: Callable[[int], int] | None = getattr(os, "pidfd_open", None)
     if opener is None:
@@ -737,14 +987,6 @@ def _pidfd(pid: int) -> int | None:
         return opener(pid)
     except OSError:
         return None
-
-
-def _has_exited(pid: int) -> bool:
-    try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return info is not None
 
 
 class SandboxedGrader(BaseGrader):

@@ -1,17 +1,27 @@
-"""The program that runs inside the sandbox: it loads candidate code and reports plain values.
+"""The program that runs inside the sandbox: it serves calls of candidate code, or runs tests.
 
-The grader runs this file in a fresh ``python -I`` process (inside bubblewrap where available):
-a short bootstrap reads this module's code object, compiled once by the grader, from stdin and
-runs it. The grader never imports it. Standard library only, and no ``json`` (start-up time).
+The grader runs this file in a fresh ``python -I -S`` process (inside bubblewrap): a short
+bootstrap reads this module's code object, compiled once by the grader, from stdin and runs
+it. The grader never imports it. Standard library only, and no ``json`` (start-up time).
 
 Before any candidate code runs it lowers its own rlimits, sends what the candidate prints to
 stderr (capped), and installs a seccomp filter that refuses new processes, program execution,
-signals to other processes, tracing and non-Unix sockets.
+signals to other processes, tracing, namespaces, mounts, keyrings, BPF and non-Unix sockets.
 
-Protocol: one job on stdin (``marshal`` data from the grader); JSON lines on the result
-descriptor (the original stdout):
-``ready``, then ``loaded`` or ``load_error``, then ``start`` and ``outcome`` per test, then
-``done``. Values are sent in a tagged form that only plain data can take: scalars as JSON, and
+Nothing this process says is trusted beyond plain data. The grader (the driver) sends
+requests on stdin as length-prefixed ``marshal`` frames; this process answers each with one
+JSON line on the result descriptor (the original stdout) that repeats the request's nonce and
+sequence number. Two modes:
+
+- ``candidate``: loads the candidate's code, answers ``loaded`` (with the names it defines) or
+  ``load_error``, then serves one call per request: ``{status, value, args, kwargs, error}``.
+  The candidate can rewrite this code once its own runs, so the most it can do is answer a
+  call with a value of its choosing, which a function returning that value could do too.
+- ``tests``: runs pytest on the task's test file with the candidate's module replaced by a
+  proxy whose functions send ``call`` events and read the driver's plain-data answer. No
+  candidate code ever runs in this process, so its per-test verdicts are the task's own.
+
+Values are sent in a tagged form that only plain data can take: scalars as JSON, and
 ``["list", [...]]``, ``["tuple", [...]]``, ``["dict", [[k, v], ...]]``, ``["set", [...]]``,
 ``["frozenset", [...]]``, ``["opaque", type_name, reason]``. Containers and scalars are read
 through the built-in types' own methods, so subclasses that override ``__eq__``, ``get``,
@@ -28,7 +38,7 @@ import signal
 import struct
 import sys
 from collections.abc import Callable
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any, NamedTuple
 
 try:  # the C string encoder; importing json would cost more than the rest of start-up
@@ -47,24 +57,28 @@ class _Timeout(BaseException):
     """A test ran past its time limit."""
 
 
-class _Guard:
-    """Raises ``_Timeout`` in the candidate's code once a test's time is up, and repeatedly after.
+class CandidateFailure(BaseException):
+    """A call of the candidate timed out or took its process down (raised in the tests)."""
 
-    The alarm raises only while armed and only into the candidate's own code (frames compiled
-    from its files), never into the runner or pytest, whose bookkeeping must not be torn.
+
+class _Guard:
+    """Raises ``_Timeout`` in the guarded code once a test's time is up, and repeatedly after.
+
+    The alarm raises only while armed and only into the guarded code (frames compiled from its
+    files), never into the runner or pytest, whose bookkeeping must not be torn.
 
     Args:
-        is_candidate: Whether a code object's file name is one of the candidate's.
+        is_guarded: Whether a code object's file name is one of the guarded code's.
     """
 
-    def __init__(self, is_candidate: Callable[[str], bool]) -> None:
+    def __init__(self, is_guarded: Callable[[str], bool]) -> None:
         self.armed = False
         self.fired = False
-        self._is_candidate = is_candidate
+        self._is_guarded = is_guarded
         signal.signal(signal.SIGALRM, self._on_alarm)
 
     def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
-        if self.armed and frame is not None and self._is_candidate(frame.f_code.co_filename):
+        if self.armed and frame is not None and self._is_guarded(frame.f_code.co_filename):
             self.fired = True
             raise _Timeout
 
@@ -78,23 +92,40 @@ class _Guard:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-class _Reporter:
-    """Writes JSON lines to the result descriptor."""
+class _Channel:
+    """Requests in (length-prefixed marshal frames on stdin), JSON lines out."""
 
-    def __init__(self, fd: int, max_line_bytes: int) -> None:
-        self._fd = fd
-        self._max_line_bytes = max_line_bytes
+    def __init__(self, in_fd: int, out_fd: int, max_line_bytes: int) -> None:
+        self._in = in_fd
+        self._out = out_fd
+        self.max_line_bytes = max_line_bytes
+
+    def receive(self) -> Any:
+        """The next request, or None once the driver closed the channel."""
+        header = self._read(4)
+        if header is None:
+            return None
+        body = self._read(struct.unpack(">I", header)[0])
+        return None if body is None else marshal.loads(body)
+
+    def _read(self, size: int) -> bytes | None:
+        data = b""
+        while len(data) < size:
+            chunk = os.read(self._in, size - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
 
     def send(self, message: dict[str, Any]) -> None:
         data = (_to_json(message) + "\n").encode()
-        if len(data) > self._max_line_bytes and "value" in message:
+        if len(data) > self.max_line_bytes and "value" in message:
             big = ["opaque", "result", "too large to send back"]
-            data = (_to_json({**message, "value": big, "args": big}) + "\n").encode()
+            data = (_to_json({**message, "value": big, "args": big, "kwargs": big}) + "\n").encode()
         view = memoryview(data)
         try:
             while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+                view = view[os.write(self._out, view) :]
         except OSError:
             os._exit(3)
 
@@ -241,24 +272,38 @@ def _describe(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _run_guarded(guard: _Guard, seconds: float, action: Callable[[], Any]) -> tuple[str, Any, str]:
-    """Runs ``action`` under the time limit; returns ``(status, result, error)``.
+def _builtin_bases(kind: type) -> list[str]:
+    """The built-in exception classes ``kind`` derives from, nearest first."""
+    names = []
+    for base in type.__dict__["__mro__"].__get__(kind):
+        name = str(_TYPE_NAME.__get__(base))
+        if getattr(builtins, name, None) is base:
+            names.append(name)
+    return names
 
-    Status is ``returned``, ``raised`` (any BaseException, SystemExit included) or ``timeout``.
+
+def _run_guarded(
+    guard: _Guard, seconds: float, action: Callable[[], Any]
+) -> tuple[str, Any, str, list[str]]:
+    """Runs ``action`` under the time limit; returns ``(status, result, error, bases)``.
+
+    Status is ``returned``, ``raised`` (any BaseException, SystemExit included) or ``timeout``;
+    ``bases`` names the built-in exception classes of what was raised.
     """
     try:
         guard.arm(seconds)
         try:
             result = action()
             guard.disarm()
-            return "returned", result, ""
+            return "returned", result, "", []
         except _Timeout:
             guard.disarm()
-            return "timeout", None, f"timed out after {seconds:g} s"
+            return "timeout", None, f"timed out after {seconds:g} s", []
         except BaseException as error:
             message = _describe(error)
+            bases = _builtin_bases(type(error))
             guard.disarm()
-            return "raised", None, message
+            return "raised", None, message, bases
     except _Timeout:
         while True:
             try:
@@ -266,60 +311,234 @@ def _run_guarded(guard: _Guard, seconds: float, action: Callable[[], Any]) -> tu
                 break
             except _Timeout:
                 continue
-        return "timeout", None, f"timed out after {seconds:g} s"
+        return "timeout", None, f"timed out after {seconds:g} s", []
 
 
-def _run_calls(job: dict[str, Any], reporter: _Reporter, guard: _Guard) -> None:
-    """Loads the candidate and calls its function once per call of the job."""
-    namespace: dict[str, Any] = {"__name__": "candidate", "__builtins__": builtins}
+def _public_names(namespace: dict[str, Any], encoder: _Encoder) -> dict[str, Any]:
+    """What the candidate's module offers a test: functions, exception classes, plain values."""
+    functions: list[str] = []
+    exceptions: dict[str, list[str]] = {}
+    classes: list[str] = []
+    values: dict[str, Any] = {}
+    for name, value in list(dict.items(namespace)):
+        if type(name) is not str or name.startswith("_") or isinstance(value, ModuleType):
+            continue
+        if isinstance(value, type):
+            if issubclass(value, BaseException):
+                exceptions[name] = _builtin_bases(value)
+            else:
+                classes.append(name)
+        elif callable(value):
+            functions.append(name)
+        else:
+            encoded = encoder.encode(value)
+            if not (type(encoded) is list and encoded and encoded[0] == "opaque"):
+                values[name] = encoded
+    return {"functions": functions, "exceptions": exceptions, "classes": classes, "values": values}
+
+
+def _serve_candidate(job: dict[str, Any], channel: _Channel) -> None:
+    """Loads the candidate, then answers one call per request until the channel closes."""
+    guard = _Guard(lambda name: name == _CANDIDATE_FILE)
+    budget = job["budget"]
+    encoder = _Encoder(budget["values"], budget["chars"], budget["depth"])
+    namespace: dict[str, Any] = {"__name__": job["module"], "__builtins__": builtins}
     code = job["code"]
-    status, _, error = _run_guarded(
+    status, _, error, _ = _run_guarded(
         guard,
         job["load_timeout"],
         lambda: exec(compile(code, _CANDIDATE_FILE, "exec"), namespace),
     )
+    reply = {"nonce": job["nonce"], "seq": 0}
     if status != "returned":
-        reporter.send({"event": "load_error", "error": error})
+        channel.send({**reply, "event": "load_error", "error": error})
         return
-    function = namespace.get(job["function"])
-    if not callable(function):
-        message = f"the code defines no function named {job['function']!r}"
-        reporter.send({"event": "load_error", "error": message})
-        return
-    reporter.send({"event": "loaded"})
-    skip = set(job["skip"])
-    budget = job["budget"]
-    for call in job["calls"]:
-        name = call["name"]
-        if name in skip:
-            continue
-        reporter.send({"event": "start", "name": name})
-        args = marshal.loads(call["args"])
+    for required in job["functions"]:
+        if not callable(namespace.get(required)):
+            message = f"the code defines no function named {required!r}"
+            channel.send({**reply, "event": "load_error", "error": message})
+            return
+    channel.send({**reply, "event": "loaded", "names": _public_names(namespace, encoder)})
+    while (request := channel.receive()) is not None:
+        function = namespace.get(request["function"])
+        args = marshal.loads(request["args"])
+        kwargs = marshal.loads(request["kwargs"])
 
-        def action(args: list[Any] = args) -> tuple[Any, Any]:
-            returned = function(*args)
-            encoder = _Encoder(budget["values"], budget["chars"], budget["depth"])
-            return encoder.encode(returned), encoder.encode(args)
+        def action(
+            args: list[Any] = args, kwargs: dict[str, Any] = kwargs, function: Any = function
+        ) -> list[Any]:
+            returned = function(*args, **kwargs)
+            return [encoder.encode(returned), encoder.encode(args), encoder.encode(kwargs)]
 
-        status, result, error = _run_guarded(guard, job["test_timeout"], action)
-        value, args_after = result if status == "returned" else (None, None)
-        reporter.send(
+        status, result, error, bases = _run_guarded(guard, job["test_timeout"], action)
+        value, args_after, kwargs_after = result if status == "returned" else (None, None, None)
+        channel.send(
             {
-                "event": "outcome",
-                "name": name,
+                "nonce": request["nonce"],
+                "seq": request["seq"],
                 "status": status,
                 "value": value,
                 "args": args_after,
+                "kwargs": kwargs_after,
                 "error": error,
+                "bases": bases,
             }
         )
 
 
-def _run_pytest(job: dict[str, Any], reporter: _Reporter) -> None:
-    """Runs pytest on the job's files, reporting each test as it starts and ends."""
+def _decode(data: Any) -> Any:
+    """The tagged plain form back into built-in values (the driver checked it already)."""
+    if type(data) is not list:
+        return data
+    tag, body = data[0], data[1]
+    if tag == "list":
+        return [_decode(item) for item in body]
+    if tag == "tuple":
+        return tuple(_decode(item) for item in body)
+    if tag == "set":
+        return {_decode(item) for item in body}
+    if tag == "frozenset":
+        return frozenset(_decode(item) for item in body)
+    if tag == "dict":
+        return {_decode(k): _decode(v) for k, v in body}
+    return _Opaque(str(body), str(data[2]) if len(data) > 2 else "not plain data")
+
+
+class _Opaque:
+    """A value of the candidate's that was not plain data; it equals nothing."""
+
+    def __init__(self, type_name: str, reason: str) -> None:
+        self.type_name = type_name
+        self.reason = reason
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name}: {self.reason}>"
+
+
+def _update_in_place(target: Any, after: Any) -> None:
+    """Makes a caller's list, dict or set hold what the call left in its copy."""
+    if type(target) is list and type(after) is list:
+        target[:] = after
+    elif type(target) in (dict, set) and type(after) is type(target):
+        target.clear()
+        target.update(after)
+
+
+class _Proxy:
+    """The candidate's module as the tests see it: every call is a plain-data request."""
+
+    def __init__(
+        self, channel: _Channel, encoder: _Encoder, module: str, names: dict[str, Any]
+    ) -> None:
+        self._channel = channel
+        self._encoder = encoder
+        self._calls = 0
+        self.exceptions: dict[str, type[BaseException]] = {}
+        for name, bases in names["exceptions"].items():
+            base = _builtin_exception(bases)
+            self.exceptions[name] = type(name, (base,), {"__module__": module})
+
+    def module(self, name: str, names: dict[str, Any]) -> ModuleType:
+        module = ModuleType(name, "The candidate's code, called across the sandbox boundary.")
+        for function in names["functions"]:
+            setattr(module, function, self._function(function))
+        for cls in names["classes"]:
+            setattr(module, cls, self._class(cls))
+        for value_name, value in names["values"].items():
+            setattr(module, value_name, _decode(value))
+        for exception_name, exception in self.exceptions.items():
+            setattr(module, exception_name, exception)
+        return module
+
+    def _function(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self.call(name, list(args), kwargs)
+
+        call.__name__ = call.__qualname__ = name
+        return call
+
+    def _class(self, name: str) -> Callable[..., Any]:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise TypeError(
+                f"{name} is a class of the candidate's: only its functions, exceptions and "
+                "plain-data values cross the sandbox boundary"
+            )
+
+        refuse.__name__ = name
+        return refuse
+
+    def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        self._calls += 1
+        sent_args, sent_kwargs = self._encoder.encode(args), self._encoder.encode(kwargs)
+        for label, sent in (("an argument", sent_args), ("a keyword argument", sent_kwargs)):
+            if "opaque" in _tags(sent):
+                raise TypeError(
+                    f"{name}() got {label} that is not plain data (None, bool, int, float, str, "
+                    "list, tuple, dict, set): it cannot be passed to the candidate's process"
+                )
+        message = {"event": "call", "id": self._calls, "function": name}
+        self._channel.send({**message, "args": sent_args, "kwargs": sent_kwargs})
+        reply = self._channel.receive()
+        if reply is None:
+            raise CandidateFailure("the grader closed the channel")
+        status = reply["status"]
+        if status == "returned":
+            for target, after in zip(args, _decode(reply["args"]), strict=False):
+                _update_in_place(target, after)
+            after_kwargs = _decode(reply["kwargs"])
+            for key, target in kwargs.items():
+                _update_in_place(target, after_kwargs.get(key))
+            return _decode(reply["value"])
+        error = str(reply["error"])
+        if status != "raised":
+            raise CandidateFailure(error)
+        type_name, _, text = error.partition(": ")
+        kind = self.exceptions.get(type_name)
+        if kind is None:
+            kind = _builtin_exception(reply["bases"])
+            text = error if getattr(builtins, type_name, None) is not kind else text
+        try:
+            raised = kind(text)
+        except Exception:  # a built-in exception that takes other arguments
+            raised = Exception(error)
+        raise raised
+
+
+def _builtin_exception(names: list[str]) -> type[BaseException]:
+    """The first of ``names`` that is a built-in exception class, else ``Exception``."""
+    for name in names:
+        kind = getattr(builtins, name, None)
+        if isinstance(kind, type) and issubclass(kind, BaseException):
+            return kind
+    return Exception
+
+
+def _tags(encoded: Any) -> set[str]:
+    """The tags used anywhere in an encoded value."""
+    if type(encoded) is not list:
+        return set()
+    found = {encoded[0]}
+    body = encoded[1] if len(encoded) > 1 else None
+    if type(body) is list:
+        for item in body:
+            if type(item) is list and encoded[0] == "dict":
+                for part in item:
+                    found |= _tags(part)
+            else:
+                found |= _tags(item)
+    return found
+
+
+def _run_tests(job: dict[str, Any], channel: _Channel) -> None:
+    """Runs pytest on the task's test file, reporting each test as it starts and ends."""
     import tempfile
 
-    workdir = tempfile.mkdtemp(prefix="grader-")
+    workdir = tempfile.mkdtemp(prefix="tests-")
     guard = _Guard(lambda name: name.startswith(workdir + os.sep))
     for name, text in job["files"].items():
         with builtins.open(os.path.join(workdir, name), "w", encoding="utf-8") as handle:
@@ -331,6 +550,10 @@ def _run_pytest(job: dict[str, Any], reporter: _Reporter) -> None:
     sys.path.insert(0, workdir)
     sys.dont_write_bytecode = True
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    budget = job["budget"]
+    encoder = _Encoder(budget["values"], budget["chars"], budget["depth"])
+    proxy = _Proxy(channel, encoder, job["module"], job["names"])
+    sys.modules[job["module"]] = proxy.module(job["module"], job["names"])
     skip = set(job["skip"])
     test_timeout = job["test_timeout"]
 
@@ -348,7 +571,7 @@ def _run_pytest(job: dict[str, Any], reporter: _Reporter) -> None:
 
         def pytest_collectreport(self, report: Any) -> None:
             if report.failed:
-                reporter.send(
+                channel.send(
                     {
                         "event": "outcome",
                         "name": report.nodeid or "collection",
@@ -359,7 +582,7 @@ def _run_pytest(job: dict[str, Any], reporter: _Reporter) -> None:
 
         def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
             self.status, self.error = "passed", ""
-            reporter.send({"event": "start", "name": nodeid})
+            channel.send({"event": "start", "name": nodeid})
             guard.arm(test_timeout)
 
         def pytest_runtest_logreport(self, report: Any) -> None:
@@ -376,7 +599,11 @@ def _run_pytest(job: dict[str, Any], reporter: _Reporter) -> None:
             status, error = self.status, self.error
             if guard.fired:
                 status, error = "timeout", f"timed out after {test_timeout:g} s"
-            reporter.send({"event": "outcome", "name": nodeid, "status": status, "error": error})
+            elif "CandidateFailure: " in error:
+                cause = error.rsplit("CandidateFailure: ", 1)[1].strip().splitlines()[0]
+                status = "timeout" if "timed out" in cause else "crashed"
+                error = f"the candidate's code {cause}"
+            channel.send({"event": "outcome", "name": nodeid, "status": status, "error": error})
 
     guard.arm(job["load_timeout"])
     try:
@@ -399,7 +626,7 @@ def _run_pytest(job: dict[str, Any], reporter: _Reporter) -> None:
             plugins=[Plugin()],
         )
     except _Timeout:
-        reporter.send({"event": "load_error", "error": "pytest timed out while collecting"})
+        channel.send({"event": "load_error", "error": "pytest timed out while collecting"})
     finally:
         guard.disarm()
 
@@ -442,8 +669,34 @@ class _Syscalls(NamedTuple):
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _SYSCALLS = {
     # denied: fork vfork execve execveat ptrace tkill process_vm_readv/writev pidfd_send_signal
-    "x86_64": _Syscalls(56, 435, 62, 234, 41, (57, 58, 59, 322, 101, 200, 310, 311, 424)),
-    "aarch64": _Syscalls(220, 435, 129, 131, 198, (221, 281, 117, 130, 270, 271, 424)),
+    # unshare setns mount umount2 pivot_root chroot keyctl add_key request_key bpf userfaultfd
+    # perf_event_open io_uring_setup/enter/register open_by_handle_at name_to_handle_at
+    # kexec_load init_module finit_module delete_module personality fsopen fsmount move_mount
+    # open_tree
+    "x86_64": _Syscalls(
+        56,
+        435,
+        62,
+        234,
+        41,
+        (
+            *(57, 58, 59, 322, 101, 200, 310, 311, 424),
+            *(272, 308, 165, 166, 155, 161, 250, 248, 249, 321, 323, 298, 425, 426, 427),
+            *(304, 303, 246, 175, 313, 176, 135, 430, 432, 429, 428),
+        ),
+    ),
+    "aarch64": _Syscalls(
+        220,
+        435,
+        129,
+        131,
+        198,
+        (
+            *(221, 281, 117, 130, 270, 271, 424),
+            *(97, 268, 40, 39, 41, 51, 219, 217, 218, 280, 282, 241, 425, 426, 427),
+            *(265, 264, 104, 105, 273, 106, 92, 430, 432, 429, 428),
+        ),
+    ),
 }
 _LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _ERRNO = 0x7FFF0000, 0x00050000
@@ -523,24 +776,23 @@ def _install_seccomp() -> bool:
 
 
 def main() -> None:
-    """Runs one job: reads it from stdin, reports on the original stdout, then exits."""
-    job = marshal.loads(sys.stdin.buffer.read())
-    result_fd = os.dup(1)
+    """Runs one job: reads it from stdin, answers on the original stdout, then exits."""
+    # Own copies of the channel's descriptors: pytest points 0 and 1 elsewhere while it captures.
+    channel = _Channel(os.dup(0), os.dup(1), 1 << 20)
+    job = channel.receive()
+    channel.max_line_bytes = job["max_line_bytes"]
     os.dup2(2, 1)  # raw writes to fd 1 land with the rest of the output
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    reporter = _Reporter(result_fd, job["max_line_bytes"])
     _apply_limits(job["limits"])
     seccomp = _install_seccomp()
-    if job["mode"] == "calls":
+    sys.path[:0] = job["paths"]
+    if job["mode"] == "candidate":
         sys.stdout = sys.stderr = _CappedOutput(job["max_output_bytes"])
-    reporter.send({"event": "ready", "seccomp": seccomp})
-    if job["mode"] == "calls":
-        _run_calls(job, reporter, _Guard(lambda name: name == _CANDIDATE_FILE))
+    channel.send({"nonce": job["nonce"], "event": "ready", "seccomp": seccomp})
+    if job["mode"] == "candidate":
+        _serve_candidate(job, channel)
     else:
-        _run_pytest(job, reporter)
-    reporter.send({"event": "done"})
+        _run_tests(job, channel)
+        channel.send({"event": "done"})
     os._exit(0)  # skip atexit handlers and finalizers the candidate may have left
 
 

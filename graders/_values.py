@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Opaque", "decode_value"]
+__all__ = ["Opaque", "decode_value", "encode_value"]
 
 _MAX_DEPTH = 200
 
@@ -81,3 +81,22 @@ def _hashable(value: Any) -> Any:
     except TypeError:
         return Opaque(type(value).__name__, "unhashable key")
     return value
+
+
+def encode_value(value: Any) -> Any:
+    """The tagged form of a decoded value (the inverse of ``decode_value``)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Opaque):
+        return ["opaque", value.type_name, value.reason]
+    if isinstance(value, list):
+        return ["list", [encode_value(item) for item in value]]
+    if isinstance(value, tuple):
+        return ["tuple", [encode_value(item) for item in value]]
+    if isinstance(value, frozenset):
+        return ["frozenset", [encode_value(item) for item in value]]
+    if isinstance(value, set):
+        return ["set", [encode_value(item) for item in value]]
+    if isinstance(value, dict):
+        return ["dict", [[encode_value(k), encode_value(v)] for k, v in value.items()]]
+    return ["opaque", type(value).__name__, "not plain data"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import statistics
@@ -286,12 +287,14 @@ async def evaluate(
 
 
 def _secrets(env: Mapping[str, str]) -> list[str]:
+    """Values of key-like variables, also reversed, hex- and base64-encoded; longest first."""
     markers = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-    return sorted(
-        {v for k, v in env.items() if any(m in k.upper() for m in markers) and len(v) >= 8},
-        key=len,
-        reverse=True,
-    )
+    values = {v for k, v in env.items() if any(m in k.upper() for m in markers) and len(v) >= 8}
+    forms = set()
+    for value in values:
+        data = value.encode()
+        forms |= {value, value[::-1], data.hex(), base64.b64encode(data).decode().rstrip("=")}
+    return sorted(forms, key=len, reverse=True)
 
 
 def redact_secrets(text: str, env: Mapping[str, str] | None = None) -> str:
@@ -340,7 +343,8 @@ def write_transcript(
         )
     secrets = _secrets(os.environ)
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as out:
+    # Lone surrogates (from a model, or from code that printed them) are kept as JSON escapes.
+    with temporary.open("w", encoding="utf-8", errors="backslashreplace") as out:
         for line in lines:
             text = json.dumps(line, ensure_ascii=False)
             for secret in secrets:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from graders import UNISOLATED_ENV, SandboxError
 from optimizer._errors import UserError
 from optimizer.providers import ProviderError
 
@@ -37,9 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns its exit code (2 for bad input, 1 for a failed call)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "unisolated", False):
+        os.environ[UNISOLATED_ENV] = "1"
     try:
         code: int = args.handler(args)
-    except UserError as error:
+    except (UserError, SandboxError) as error:
         print(f"moa-opt: error: {error}", file=sys.stderr)
         return 2
     except ProviderError as error:

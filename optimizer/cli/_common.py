@@ -7,15 +7,19 @@ from pathlib import Path
 
 from rich.console import Console
 
+from graders import UNISOLATED_ENV, BaseGrader, SandboxedGrader, SandboxError
+from optimizer._errors import UserError
 from optimizer.providers import ResponseCache, Router, parse_model_map
 
 __all__ = [
     "DEFAULT_CACHE",
     "add_model_flags",
+    "add_sandbox_flag",
     "build_router",
     "console",
     "nonnegative_int",
     "positive_int",
+    "require_sandbox",
 ]
 
 DEFAULT_CACHE = Path("runs/cache.sqlite")
@@ -70,6 +74,29 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="retries per call on 429, 5xx, timeouts and connection errors (default 4)",
     )
+
+
+def add_sandbox_flag(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--unisolated``: the explicit opt-in to grading without bubblewrap."""
+    parser.add_argument(
+        "--unisolated",
+        action="store_true",
+        help="where bubblewrap cannot run, run generated code WITHOUT isolation (it can read "
+        f"your files and secrets; env {UNISOLATED_ENV}=1). Never needed where bubblewrap works",
+    )
+
+
+def require_sandbox(grader: BaseGrader) -> None:
+    """Fails at once, before any model call, when ``grader`` runs code and cannot isolate it.
+
+    Raises:
+        UserError: No isolation here, and no opt-in to running without.
+    """
+    if isinstance(grader, SandboxedGrader):
+        try:
+            grader.sandbox  # noqa: B018 - made here so that its check runs now
+        except SandboxError as error:
+            raise UserError(str(error)) from None
 
 
 def build_router(args: argparse.Namespace) -> Router:

@@ -19,7 +19,7 @@ from graders import (
     load_task,
 )
 from optimizer._errors import UserError
-from optimizer.cli._common import console
+from optimizer.cli._common import add_sandbox_flag, console
 
 __all__ = ["handle_grade", "handle_graders", "register"]
 
@@ -47,6 +47,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="a grader name, entry point or module:attribute (default: the task's grader)",
     )
     grade.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_sandbox_flag(grade)
     grade.set_defaults(handler=handle_grade)
     graders = commands.add_parser(
         "graders",
@@ -72,7 +73,7 @@ def handle_grade(args: argparse.Namespace) -> int:
     except GraderError as error:
         raise UserError(str(error)) from error
     except SandboxError as error:
-        raise UserError(f"the sandbox cannot run here: {error}") from error
+        raise UserError(str(error)) from None
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -24,7 +24,13 @@ from optimizer._reproduce import (
     reproduction_json,
     results_table,
 )
-from optimizer.cli._common import add_model_flags, build_router, positive_int
+from optimizer.cli._common import (
+    add_model_flags,
+    add_sandbox_flag,
+    build_router,
+    positive_int,
+    require_sandbox,
+)
 from optimizer.providers import Router
 
 __all__ = ["handle", "load_grader_and_tasks", "register"]
@@ -56,6 +62,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--seed", type=int, default=0, help="base sampling seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_model_flags(parser)
+    add_sandbox_flag(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -93,6 +100,7 @@ def handle(args: argparse.Namespace) -> int:
         for name, path in zip(_names(args.configs), args.configs, strict=True)
     ]
     grader, tasks = load_grader_and_tasks(args.task, args.grader)
+    require_sandbox(grader)
     catalog = Catalog.load()
     err = Console(stderr=True)
     for warning in context_warnings(configs, tasks, catalog):

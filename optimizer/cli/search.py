@@ -30,7 +30,14 @@ from optimizer._study import (
     lower_confidence_bound,
     summary_dict,
 )
-from optimizer.cli._common import add_model_flags, build_router, nonnegative_int, positive_int
+from optimizer.cli._common import (
+    add_model_flags,
+    add_sandbox_flag,
+    build_router,
+    nonnegative_int,
+    positive_int,
+    require_sandbox,
+)
 
 __all__ = ["DEFAULT_SPACE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "register"]
 
@@ -126,6 +133,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_model_flags(parser)
+    add_sandbox_flag(parser)
     parser.set_defaults(handler=handle)
 
 
@@ -180,6 +188,7 @@ def handle(args: argparse.Namespace) -> int:
         raise UserError(f"--objectives: {error}") from None
     space = prepare_space(args)
     tasks, grader = task_and_grader(space, str(args.space))
+    require_sandbox(grader)
     name = study_name(args)
     storage = open_storage(name, args.storage)
     baselines = baselines_from(args)

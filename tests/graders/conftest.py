@@ -24,14 +24,14 @@ def bwrap_sandbox() -> Sandbox:
 
 
 @pytest.fixture(scope="session")
-def rlimits_sandbox() -> Sandbox:
+def unisolated_sandbox() -> Sandbox:
     """A sandbox without bubblewrap (the fallback) and short limits."""
-    return Sandbox(FAST, isolation="rlimits")
+    return Sandbox(FAST, isolation="unisolated")
 
 
-@pytest.fixture(params=["bwrap", "rlimits"])
+@pytest.fixture(params=["bwrap", "unisolated"])
 def any_sandbox(request: pytest.FixtureRequest) -> Sandbox:
     """Each isolation level in turn."""
-    name = "bwrap_sandbox" if request.param == "bwrap" else "rlimits_sandbox"
+    name = "bwrap_sandbox" if request.param == "bwrap" else "unisolated_sandbox"
     sandbox: Sandbox = request.getfixturevalue(name)
     return sandbox

@@ -63,7 +63,7 @@ def test_original_buggy_function_scores_30(grader: Function120Grader, challenge:
     result = grader.grade(ORIGINAL, challenge)
     assert scores(result) == ORIGINAL_SCORES
     assert result.score == 30 and result.max_score == 120
-    assert result.isolation in ("bwrap", "rlimits")
+    assert result.isolation in ("bwrap", "unisolated")
     average = result.tests[TESTS.index("correct_average_calculation")]
     assert "divided by all users" in average.message
     assert "raised ZeroDivisionError" in result.tests[0].message
@@ -224,4 +224,4 @@ def test_to_dict_is_the_cli_json(grader: Function120Grader, challenge: Task) -> 
     data = json.loads(json.dumps(grader.grade(ORIGINAL, challenge).to_dict()))
     assert data["score"] == 30 and data["max_score"] == 120
     assert {"name", "points", "max_points", "passed", "message"} == set(data["tests"][0])
-    assert data["isolation"] in ("bwrap", "rlimits")
+    assert data["isolation"] in ("bwrap", "unisolated")

@@ -28,7 +28,7 @@ def test_grade_json(tmp_path: Path) -> None:
     assert [t["name"] for t in data["tests"]] == list(TESTS)
     assert [t["points"] for t in data["tests"]] == list(ORIGINAL_SCORES)
     assert set(data["tests"][0]) == {"name", "points", "max_points", "passed", "message"}
-    assert data["isolation"] in ("bwrap", "rlimits")
+    assert data["isolation"] in ("bwrap", "unisolated")
 
 
 def test_grade_table(tmp_path: Path) -> None:
@@ -83,7 +83,11 @@ SNOOP = textwrap.dedent(
 
     def calculate_user_metrics(users, start_date, end_date):
         found = [v for k, v in os.environ.items() if k.endswith(('KEY', 'SECRET'))]
-        for pid in os.listdir('/proc'):
+        try:
+            pids = os.listdir('/proc')
+        except OSError:  # no /proc in the sandbox: try the usual suspects anyway
+            pids = [str(os.getppid()), '1', '2']
+        for pid in pids:
             if pid.isdigit():
                 try:
                     with open(f'/proc/{pid}/environ', 'rb') as handle:
@@ -112,6 +116,6 @@ def test_secret_in_the_grader_environment_never_comes_back(tmp_path: Path) -> No
     result = moa_opt("grade", str(snoop), "--task", str(task), "--json", cwd=tmp_path, env=planted)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    if data["isolation"] == "bwrap":  # rlimits alone does not hide other processes' environments
-        assert "returned 'nothing'" in data["tests"][0]["message"]
-        assert SECRET not in result.stdout + result.stderr
+    assert data["isolation"] == "bwrap"
+    assert "returned 'nothing'" in data["tests"][0]["message"]
+    assert SECRET not in result.stdout + result.stderr
