@@ -9,7 +9,7 @@ search: setup
 
 test:
 	scripts/setup postgresql
-	MOA_TEST_POSTGRES_URL=$$(scripts/postgres) .venv/bin/python -m pytest
+	url=$$(scripts/postgres) && MOA_TEST_POSTGRES_URL=$$url MOA_TEST_STRICT=1 .venv/bin/python -m pytest
 
 lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy

@@ -5,7 +5,10 @@ do-nothing answer, two correct solutions and ten one-bug variants), repeated to 
 The baseline does what the workshop's grader did: ``exec`` the code in this process, call the
 function with the same fresh inputs and score it with the same checks, with no isolation at
 all. The sandbox grades each candidate in its own isolated process (one per candidate; all 11
-tests in it), with bubblewrap where it works here; ``--isolation unisolated`` measures the opt-in run without isolation.
+tests in it), with bubblewrap; ``--isolation unisolated`` measures the opt-in run without it.
+``--previous DIR`` also times the grader of another checkout (``git worktree add DIR REV``) in
+the same run, in a child process, so a change to the sandbox is measured against what it
+replaced.
 
 It reports the median time to grade one candidate (over ``--repeat`` gradings of the correct
 solution, after a warm-up), and the wall time to grade all candidates with 1, 2, 4... worker
@@ -13,7 +16,7 @@ threads (each driving its own sandbox processes), each against the baseline. Eve
 sandbox score is checked to equal its in-process score.
 
 Usage: PYTHONPATH=. .venv/bin/python bench/bench_grading.py [--repeat 30] [--candidates 100]
-    [--workers 1,2,4] [--isolation auto|bwrap|unisolated]
+    [--workers 1,2,4] [--isolation auto|bwrap|unisolated] [--previous DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import importlib.util
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -86,6 +90,35 @@ def grade_in_process(code: str, task: Task) -> float:
     return total
 
 
+_PREVIOUS = """
+import statistics, sys, time
+from graders import Function120Grader, Sandbox, load_task
+sys.path.insert(0, sys.argv[2])
+from challenge_candidates import CLEAN
+grader, task = Function120Grader(sandbox=Sandbox()), load_task("challenge")
+grader.grade(CLEAN, task)
+samples = []
+for _ in range(int(sys.argv[1])):
+    start = time.perf_counter()
+    grader.grade(CLEAN, task)
+    samples.append(time.perf_counter() - start)
+print(statistics.median(samples) * 1000)
+"""
+
+
+def previous_median_ms(checkout: Path, repeat: int) -> float:
+    """The median time of the grader in another checkout, measured in a child process."""
+    tests = ROOT / "tests" / "graders"
+    done = subprocess.run(
+        [sys.executable, "-c", _PREVIOUS, str(repeat), str(tests)],
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def timed(action: Callable[[], Any]) -> float:
     start = time.perf_counter()
     action()
@@ -103,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, default=100, help="candidates to grade")
     parser.add_argument("--workers", default="1,2,4", help="worker thread counts, comma-separated")
     parser.add_argument("--isolation", choices=("auto", "bwrap", "unisolated"), default="auto")
+    parser.add_argument("--previous", type=Path, help="a checkout whose grader is timed too")
     args = parser.parse_args(argv)
     workers = [int(n) for n in args.workers.split(",")]
 
@@ -118,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     grade_in_process(correct, task)
     one_sandbox = [timed(lambda: grader.grade(correct, task)) for _ in range(args.repeat)]
     one_exec = [timed(lambda: grade_in_process(correct, task)) for _ in range(args.repeat)]
+    previous = previous_median_ms(args.previous, args.repeat) if args.previous else None
 
     expected = [grade_in_process(code, task) for code in pool]
     baseline_total = timed(lambda: [grade_in_process(code, task) for code in pool])
@@ -149,6 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| One candidate, median of {args.repeat} (p90 {p90:.0f} ms, best {best:.0f} ms) | "
         f"{single:.0f} ms | {baseline:.2f} ms | {single / baseline:.0f}x |"
     )
+    if previous is not None:
+        print(
+            f"| One candidate, median of {args.repeat}, the grader of {args.previous} | "
+            f"{previous:.0f} ms | {baseline:.2f} ms | {previous / baseline:.0f}x |"
+        )
     for count, wall in rows:
         print(
             f"| {len(pool)} candidates, {count} worker{'s' if count > 1 else ''} | "

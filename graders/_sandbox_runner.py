@@ -602,7 +602,7 @@ def _run_tests(job: dict[str, Any], channel: _Channel) -> None:
             elif "CandidateFailure: " in error:
                 cause = error.rsplit("CandidateFailure: ", 1)[1].strip().splitlines()[0]
                 status = "timeout" if "timed out" in cause else "crashed"
-                error = f"the candidate's code {cause}"
+                error = f"the call into the candidate failed: {cause}"
             channel.send({"event": "outcome", "name": nodeid, "status": status, "error": error})
 
     guard.arm(job["load_timeout"])

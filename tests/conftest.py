@@ -16,12 +16,30 @@ def server() -> Iterator[OpenAIServer]:
         yield running
 
 
+def strict() -> bool:
+    """Whether a missing component fails the run instead of skipping (``make test``, CI)."""
+    return bool(os.environ.get("CI") or os.environ.get("MOA_TEST_STRICT"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under ``make test`` or CI, stops the run first and loudly when a component cannot start."""
+    if not strict():
+        return
+    from graders import check_isolation
+
+    isolation = check_isolation()
+    if isolation.level != "bwrap":
+        pytest.exit(f"bubblewrap cannot run here: {isolation.detail}", returncode=3)
+    if not os.environ.get("MOA_TEST_POSTGRES_URL"):
+        pytest.exit("PostgreSQL did not start: MOA_TEST_POSTGRES_URL is not set", returncode=3)
+
+
 @pytest.fixture
 def postgres_url() -> str:
-    """The PostgreSQL server `make test` starts; CI must have it, elsewhere the test skips."""
+    """The PostgreSQL server `make test` starts; there it must run, elsewhere the test skips."""
     url = os.environ.get("MOA_TEST_POSTGRES_URL")
     if not url:
-        if os.environ.get("CI"):
+        if strict():
             pytest.fail("MOA_TEST_POSTGRES_URL is not set: run the tests with `make test`")
         pytest.skip("no PostgreSQL: run the tests with `make test`")
     return url

@@ -34,6 +34,7 @@ class KeywordGrader(BaseGrader):
             input=response,
             capture_output=True,
             text=True,
+            errors="backslashreplace",
             check=True,
             timeout=60,
         )

@@ -298,11 +298,16 @@ class OpenAICompatProvider(Provider):
         url = self._base_url + path
         what = f"{self.name}: model {model!r}" if model is not None else f"{self.name}: {path}"
         retries = 0
+        # ASCII JSON: text with lone surrogates (a model can send them) still encodes.
+        body = None if json_body is None else json.dumps(json_body).encode("ascii")
+        sent_headers = self._headers
+        if body is not None:
+            sent_headers = {**self._headers, "Content-Type": "application/json"}
         while True:
             remaining = self.max_retries - retries
             try:
                 response = await self._http().request(
-                    method, url, json=json_body, headers=self._headers
+                    method, url, content=body, headers=sent_headers
                 )
             except httpx.TimeoutException as error:
                 failure = f"timed out after {self.timeout:g} s ({type(error).__name__})"

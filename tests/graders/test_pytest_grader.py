@@ -79,3 +79,134 @@ def test_task_without_a_test_file_is_rejected(grader: PytestGrader) -> None:
     task = Task("t", "p", "pytest", "f", {})
     with pytest.raises(GraderError, match=r"task t: params.test_file: required"):
         grader.grade("def f():\n    pass\n", task)
+
+
+PROXY_TESTS = """
+import pytest
+import solution
+from solution import LIMIT, SlugError, Slug, slugify, sort_in_place
+
+
+def test_values_and_constants():
+    assert slugify("A b") == "a-b" and LIMIT == 3
+
+
+def test_builtin_exceptions_cross():
+    with pytest.raises(ValueError, match="empty"):
+        slugify("")
+
+
+def test_the_candidates_own_exceptions_cross():
+    with pytest.raises(SlugError):
+        slugify("!!!")
+    with pytest.raises(ValueError):  # SlugError derives from ValueError
+        slugify("!!!")
+
+
+def test_arguments_are_changed_in_place():
+    items = [3, 1, 2]
+    assert sort_in_place(items) is None
+    assert items == [1, 2, 3]
+
+
+def test_classes_do_not_cross():
+    Slug("x")
+
+
+def test_callables_do_not_cross():
+    slugify(lambda: 1)
+
+
+def test_module_attributes():
+    assert solution.slugify("C") == "c"
+"""
+
+PROXY_SOLUTION = """
+LIMIT = 3
+
+
+class SlugError(ValueError):
+    pass
+
+
+class Slug:
+    def __init__(self, text):
+        self.text = text
+
+
+def slugify(text):
+    if text == "":
+        raise ValueError("empty")
+    if text == "!!!":
+        raise SlugError("nothing left")
+    return text.lower().replace(" ", "-")
+
+
+def sort_in_place(items):
+    items.sort()
+"""
+
+
+def test_tests_reach_the_candidate_through_plain_data(grader: PytestGrader) -> None:
+    run = grader.sandbox.run_pytest(
+        PROXY_SOLUTION, {"test_proxy.py": PROXY_TESTS}, "test_proxy.py", functions=["slugify"]
+    )
+    statuses = {o.name.split("::")[1]: (o.status, o.error) for o in run.outcomes}
+    passed = [name for name, (status, _) in statuses.items() if status == "passed"]
+    assert sorted(passed) == [
+        "test_arguments_are_changed_in_place",
+        "test_builtin_exceptions_cross",
+        "test_module_attributes",
+        "test_the_candidates_own_exceptions_cross",
+        "test_values_and_constants",
+    ]
+    assert "Slug is a class of the candidate's" in statuses["test_classes_do_not_cross"][1]
+    assert "is not plain data" in statuses["test_callables_do_not_cross"][1]
+
+
+FORGER = """
+import json, os
+
+# Pretend every test passed: on every descriptor, in the old harness's format.
+for name in ("test_plain_numbers", "test_multiples_of_fifteen", "session"):
+    line = json.dumps({"event": "outcome", "name": name, "status": "passed", "error": ""})
+    for fd in range(3, 20):
+        try:
+            os.write(fd, (line + "\\n").encode())
+        except OSError:
+            pass
+
+
+def fizzbuzz(n):
+    return "wrong"
+"""
+
+
+def test_the_candidate_cannot_report_test_results(grader: PytestGrader, fizzbuzz: Task) -> None:
+    """The verdicts come from the test process, which runs no candidate code."""
+    honest = grader.grade('def fizzbuzz(n):\n    return "wrong"\n', fizzbuzz)
+    forged = grader.grade(FORGER, fizzbuzz)
+    assert honest.score == 0
+    assert forged.score <= honest.score
+
+
+def test_a_candidate_that_patches_its_own_process_still_only_answers_calls(
+    grader: PytestGrader, fizzbuzz: Task
+) -> None:
+    patcher = """
+import sys
+runner = getattr(sys, "modules")["__main__"]
+original = runner._Channel.send
+def send(self, message):
+    if message.get("seq"):  # a call's reply: claim the tests passed first
+        original(self, {"event": "outcome", "name": "test_plain_numbers", "status": "passed"})
+        original(self, {"event": "done"})
+    return original(self, message)
+runner._Channel.send = send
+
+def fizzbuzz(n):
+    return "wrong"
+"""
+    result = grader.grade(patcher, fizzbuzz)
+    assert result.score == 0
+    assert "answers no call" in result.feedback

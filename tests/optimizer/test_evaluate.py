@@ -176,3 +176,23 @@ def test_rejects_no_repeats_and_no_tasks() -> None:
         run(config(), router, repeats=0)
     with pytest.raises(ValueError, match="task"):
         asyncio.run(evaluate(config(), [], router, KeywordGrader(), repeats=1, catalog=CATALOG))
+
+
+def test_transcript_survives_hostile_text_and_redacts_encoded_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model (or code) that writes lone surrogates, NULs or an encoded key breaks nothing."""
+    monkeypatch.setenv("MOA_API_KEY", SECRET)
+    encoded = [SECRET[::-1], SECRET.encode().hex()]
+
+    def hostile(body: dict[str, object]) -> str:
+        return "alpha \ud800 \x00 \x1b[2J " + " ".join(encoded)
+
+    with OpenAIServer(hostile) as server:
+        result = run(config(), Router(base_url=server.base_url), repeats=1)
+    path = write_transcript(tmp_path / "t.jsonl", result)
+    text = path.read_text(encoding="utf-8")
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert "\ud800" in lines[-1]["answer"]  # kept, as a JSON escape in the file
+    for form in [SECRET, *encoded]:
+        assert form not in text

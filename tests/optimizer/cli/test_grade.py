@@ -119,3 +119,17 @@ def test_secret_in_the_grader_environment_never_comes_back(tmp_path: Path) -> No
     assert data["isolation"] == "bwrap"
     assert "returned 'nothing'" in data["tests"][0]["message"]
     assert SECRET not in result.stdout + result.stderr
+
+
+def test_without_bubblewrap_grading_is_refused_unless_asked_for(tmp_path: Path) -> None:
+    answer = write(tmp_path / "answer.py", "def calculate_user_metrics(u, s, e):\n    return {}\n")
+    no_bwrap = {"PATH": str(tmp_path), "MOA_UNISOLATED": ""}
+    refused = moa_opt("grade", str(answer), cwd=tmp_path, env=no_bwrap)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "apt-get install bubblewrap" in refused.stderr and "--unisolated" in refused.stderr
+    for opt_in, env in ((["--unisolated"], {}), ([], {"MOA_UNISOLATED": "1"})):
+        done = moa_opt("grade", str(answer), "--json", *opt_in, cwd=tmp_path, env=no_bwrap | env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["isolation"] == "unisolated"
+        assert "WITHOUT isolation" in done.stderr

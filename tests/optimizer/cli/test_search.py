@@ -229,3 +229,16 @@ def test_studies_lists_trial_counts_and_best_scores(tmp_path: Path) -> None:
     journal = tmp_path / "runs" / "one" / "journal.log"
     single = moa_opt("studies", "--storage", str(journal), "--json", cwd=tmp_path)
     assert [r["study"] for r in json.loads(single.stdout)] == ["one"]
+
+
+def test_without_bubblewrap_the_search_stops_before_any_model_call(tmp_path: Path) -> None:
+    with OpenAIServer(seed_responder) as server:
+        done = moa_opt(
+            "search", "--space", str(SMOKE), "--trials", "2", "--base-url", server.base_url,
+            cwd=tmp_path, env={"PATH": str(tmp_path), "MOA_UNISOLATED": ""},
+        )  # fmt: skip
+        requests = list(server.chat_requests)
+    assert done.returncode == 2
+    assert "untrusted code is not run without isolation" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert requests == []
