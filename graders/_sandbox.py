@@ -665,7 +665,9 @@ class _TestSession:
 
     @staticmethod
     def _ordered(order: list[str], outcomes: dict[str, Outcome]) -> list[Outcome]:
-        return [outcomes[name] for name in order if name in outcomes]
+        """Every collected test's outcome; one that never reported failed to run."""
+        missing = "the test did not run: the test session ended before it"
+        return [outcomes.get(name) or Outcome(name, "crashed", error=missing) for name in order]
 
     def _follow(
         self, child: _Child, order: list[str], outcomes: dict[str, Outcome]
@@ -688,6 +690,9 @@ class _TestSession:
             name = event.get("name")
             if kind == "done":
                 return None, None, None, True
+            if kind == "collected" and isinstance(event.get("names"), list):
+                order += [n for n in event["names"] if isinstance(n, str) and n not in order]
+                continue
             if kind == "load_error":
                 return None, None, _message(event.get("error")), False
             if kind == "call":

@@ -438,7 +438,7 @@ class _Proxy:
         self._channel = channel
         self._encoder = encoder
         self._calls = 0
-        self.exceptions: dict[str, type[BaseException]] = {}
+        self.exceptions: dict[str, type[Exception]] = {}
         for name, bases in names["exceptions"].items():
             base = _builtin_exception(bases)
             self.exceptions[name] = type(name, (base,), {"__module__": module})
@@ -509,11 +509,15 @@ class _Proxy:
         raise raised
 
 
-def _builtin_exception(names: list[str]) -> type[BaseException]:
-    """The first of ``names`` that is a built-in exception class, else ``Exception``."""
+def _builtin_exception(names: list[str]) -> type[Exception]:
+    """The first of ``names`` that is a built-in ``Exception`` class, else ``Exception``.
+
+    Never a bare ``BaseException`` such as ``KeyboardInterrupt``: raised into the tests, that
+    would stop the session, not fail one test.
+    """
     for name in names:
         kind = getattr(builtins, name, None)
-        if isinstance(kind, type) and issubclass(kind, BaseException):
+        if isinstance(kind, type) and issubclass(kind, Exception):
             return kind
     return Exception
 
@@ -568,6 +572,7 @@ def _run_tests(job: dict[str, Any], channel: _Channel) -> None:
             if dropped:
                 config.hook.pytest_deselected(items=dropped)
             items[:] = kept
+            channel.send({"event": "collected", "names": [item.nodeid for item in kept]})
 
         def pytest_collectreport(self, report: Any) -> None:
             if report.failed:

@@ -210,3 +210,18 @@ def fizzbuzz(n):
     result = grader.grade(patcher, fizzbuzz)
     assert result.score == 0
     assert "answers no call" in result.feedback
+
+
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt", "SystemExit", "GeneratorExit"])
+def test_ending_the_test_session_early_fails_the_tests_left(
+    grader: PytestGrader, fizzbuzz: Task, raised: str
+) -> None:
+    """A candidate that passes one test, then raises what would stop pytest, gains nothing."""
+    stopper = CORRECT.replace(
+        "    if n % 15 == 0:",
+        f"    if n != 1:\n        raise {raised}('stop')\n    if n % 15 == 0:",
+    )
+    result = grader.grade(stopper, fizzbuzz)
+    honest = grader.grade(stopper.replace(raised, "RuntimeError"), fizzbuzz)
+    assert len(result.tests) == len(honest.tests) == 8
+    assert result.score <= honest.score == pytest.approx(10 * 4 / 8)
