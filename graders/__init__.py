@@ -19,6 +19,7 @@ from graders._function120 import (
     Function120Test,
 )
 from graders._judge import JudgeGrader, JudgeVerdict, judge_messages, parse_verdict
+from graders._preflight import missing_dependencies, preflight
 from graders._pytest_grader import PytestGrader
 from graders._registry import (
     ENTRY_POINT_GROUP,
@@ -84,7 +85,9 @@ __all__ = [
     "load_task",
     "load_tasks",
     "missing_code_reason",
+    "missing_dependencies",
     "parse_number",
     "parse_verdict",
+    "preflight",
     "strip_thinking",
 ]
