@@ -55,7 +55,12 @@ def test_workshop_round_trip_keeps_ai_configuration(tmp_path: Path) -> None:
                 "temperature": 0.0,
                 "prompt": "x {y} {helper_response}",
             },
-            {"name": "b", "model": "llama-3.3-70b", "temperature": 1.25, "prompt": "plain"},
+            {
+                "name": "b",
+                "model": "llama-3.3-70b",
+                "temperature": 1.25,
+                "prompt": "plain {helper_response}",
+            },
         ],
     )
     source = tmp_path / "in.json"
@@ -74,7 +79,7 @@ def test_yaml_round_trip_keeps_every_field(tmp_path: Path) -> None:
         cycles=2,
         layer_agents=(
             AgentSpec("a", "m1", 0.3, "A {helper_response}", 100),
-            AgentSpec("b", "m2", 1.0, "B", 200),
+            AgentSpec("b", "m2", 1.0, "B {helper_response}", 200),
         ),
         aggregation_template="Answers so far:\n{responses}\nDo better.",
     )
