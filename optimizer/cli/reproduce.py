@@ -24,10 +24,19 @@ from optimizer._reproduce import (
     reproduction_json,
     results_table,
 )
-from optimizer.cli._common import add_model_flags, build_router, positive_int
+from optimizer.cli._common import (
+    add_model_flags,
+    build_router,
+    choose_task,
+    positive_int,
+    warn_unknown_models,
+)
 from optimizer.providers import Router
 
-__all__ = ["handle", "load_grader_and_tasks", "register"]
+__all__ = ["DEFAULT_TASK", "handle", "load_grader_and_tasks", "register"]
+
+DEFAULT_TASK = "challenge"
+"""The task of a config that names none."""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,12 +57,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--repeats", type=positive_int, default=5, metavar="N", help="runs per config (default 5)"
     )
     parser.add_argument(
-        "--task", default="challenge", metavar="NAME", help="task name or file (default challenge)"
+        "--task",
+        metavar="NAME",
+        help="task name or file (default: the task the config names, else challenge)",
     )
     parser.add_argument(
         "--grader", metavar="NAME", help="grader name (default: the task's own grader)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="base sampling seed (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="base sampling seed (default 0, as the search's)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_model_flags(parser)
     parser.set_defaults(handler=handle)
@@ -92,9 +105,16 @@ def handle(args: argparse.Namespace) -> int:
         (name, load_config(path))
         for name, path in zip(_names(args.configs), args.configs, strict=True)
     ]
-    grader, tasks = load_grader_and_tasks(args.task, args.grader)
+    chosen = choose_task(args.configs, args.task, DEFAULT_TASK)
+    assert chosen is not None
+    grader, tasks = load_grader_and_tasks(chosen.location, args.grader)
     catalog = Catalog.load()
     err = Console(stderr=True)
+    if chosen.note:
+        err.print(f"[cyan]note:[/] grading on {chosen.note}", highlight=False)
+    changed = chosen.changed(tasks)
+    if changed:
+        err.print(f"[yellow]warning:[/] {changed}", highlight=False)
     for warning in context_warnings(configs, tasks, catalog):
         err.print(f"[yellow]warning:[/] may not fit: {warning}", highlight=False)
     results = asyncio.run(_run(configs, tasks, grader, catalog, args, err))
@@ -120,6 +140,7 @@ async def _run(
             router.check(config.models)
         for notice in router.notices:
             err.print(f"[cyan]note:[/] {notice}", highlight=False)
+        await warn_unknown_models(router, [m for _, c in configs for m in c.models], err)
         if err.is_terminal:
             columns = (
                 TextColumn("{task.description}"),
