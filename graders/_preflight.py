@@ -92,13 +92,21 @@ def _check_pytest(task: Task, sandbox: Sandbox, where: str, checked: set[tuple[s
     files = {f"{module}.py": _STUB.format(name=task.function_name), test_file: source}
     run = sandbox.run_pytest(files, test_file)
     stub = f"a stub module {module!r} that defines {task.function_name}()"
-    if run.load_error is not None:
-        cause = " ".join(run.load_error.split())[:300]
+    broken = [o for o in run.outcomes if o.status == "error" and "::" not in o.name]
+    if run.load_error is not None or broken:
+        cause = _telling_line(run.load_error or broken[0].error)
         raise GraderError(
             f"{where}: params.test_file: {test_file} cannot be collected against {stub}: {cause}"
         )
     if not [o for o in run.outcomes if o.status != "skipped"]:
         raise GraderError(f"{where}: params.test_file: {test_file} holds no test pytest can run")
+
+
+def _telling_line(message: str) -> str:
+    """A pytest error's ``E`` line (``ModuleNotFoundError: No module named 'soluton'``)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    errors = [line[1:].strip() for line in lines if line.startswith("E ")]
+    return (errors[-1] if errors else lines[-1] if lines else "failed")[:300]
 
 
 def _check_reference(task: Task, grader: BaseGrader, where: str) -> None:

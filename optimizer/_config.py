@@ -337,11 +337,12 @@ def load_config(path: str | Path) -> MoAConfig:
 
 def _workshop_path(problem: str) -> str:
     """A field path of our form as the workshop format names it."""
+    if problem.startswith("layer_agents."):
+        problem = problem.replace(".system_prompt", ".prompt", 1)
     for ours_name, theirs in _WORKSHOP_NAMES:
         if problem.startswith(ours_name):
-            problem = theirs + problem.removeprefix(ours_name)
-            break
-    return problem.replace(".system_prompt", ".prompt", 1)
+            return theirs + problem.removeprefix(ours_name)
+    return problem
 
 
 def task_companion(path: str | Path) -> Path:

@@ -182,4 +182,4 @@ def choose_task(paths: Sequence[Path], flag: str | None, default: str | None) ->
 async def warn_unknown_models(router: Router, models: Sequence[str], err: Console) -> None:
     """Prints a warning for each model the endpoint does not list (``GET /v1/models``)."""
     for warning in await router.unknown_models(tuple(models)):
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

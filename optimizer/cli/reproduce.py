@@ -111,10 +111,10 @@ def handle(args: argparse.Namespace) -> int:
     catalog = Catalog.load()
     err = Console(stderr=True)
     if chosen.note:
-        err.print(f"[cyan]note:[/] grading on {chosen.note}", highlight=False)
+        err.print(f"[cyan]note:[/] grading on {chosen.note}", highlight=False, soft_wrap=True)
     changed = chosen.changed(tasks)
     if changed:
-        err.print(f"[yellow]warning:[/] {changed}", highlight=False)
+        err.print(f"[yellow]warning:[/] {changed}", highlight=False, soft_wrap=True)
     for warning in context_warnings(configs, tasks, catalog):
         err.print(f"[yellow]warning:[/] may not fit: {warning}", highlight=False)
     results = asyncio.run(_run(configs, tasks, grader, catalog, args, err))
