@@ -210,3 +210,18 @@ def test_the_good_answer_is_what_the_readme_grades(tmp_path: Path) -> None:
     done = moa_opt("grade", "-", "--task", "slugify.yaml", "--json", cwd=folder, stdin=GOOD_ANSWER)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["score"] == 5
+
+
+def test_export_writes_the_task_of_the_study(tmp_path: Path) -> None:
+    folder = write_task(tmp_path)
+    with OpenAIServer(good_responder) as server:
+        assert search(folder, server, "--trials", "1").returncode == 0
+    shown = moa_opt("export", "--study", "slugify", "--format", "yaml", cwd=folder)
+    assert shown.returncode == 0, shown.stderr
+    named = yaml.safe_load(shown.stdout)["task"]
+    assert (named["name"], named["source"]) == ("slugify", str(folder / "slugify.yaml"))
+    assert named["fingerprint"].startswith("sha256:")
+    written = moa_opt("export", "--study", "slugify", "-o", "out.json", cwd=folder)
+    assert written.returncode == 0, written.stderr
+    assert yaml.safe_load((folder / "out.task.yaml").read_text())["task"] == named
+    assert "wrote out.task.yaml (its task: slugify)" in written.stderr
