@@ -694,8 +694,8 @@ class Search:
                 self._notify(
                     self._study,
                     self._slots.in_use,
-                    f"Ctrl-C: no new trial starts; the {self._slots.in_use} running trials "
-                    "finish (Ctrl-C again stops at once and fails them)",
+                    f"Ctrl-C: no new trial starts; running trials finish ({self._slots.in_use} "
+                    "now); Ctrl-C again stops at once and fails them",
                 )
             return
         self._hard_stop = True
