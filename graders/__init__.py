@@ -20,6 +20,7 @@ from graders._function120 import (
 )
 from graders._isolation import UNISOLATED_ENV, IsolationCheck, check_isolation
 from graders._judge import JudgeGrader, JudgeVerdict, judge_messages, parse_verdict
+from graders._preflight import missing_dependencies, preflight
 from graders._pytest_grader import PytestGrader
 from graders._registry import (
     ENTRY_POINT_GROUP,
@@ -86,8 +87,10 @@ __all__ = [
     "load_task",
     "load_tasks",
     "missing_code_reason",
+    "missing_dependencies",
     "parse_number",
     "parse_verdict",
+    "preflight",
     "safe_text",
     "strip_thinking",
 ]

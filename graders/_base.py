@@ -20,6 +20,7 @@ class Task:
         grader: Name of the grader that scores answers to this task.
         function_name: The function a code task asks for, if any.
         params: Grader-specific data (a test file, expected answers, a rubric).
+        reference: A known good answer, which must score the maximum (checked before a search).
     """
 
     name: str
@@ -27,6 +28,7 @@ class Task:
     grader: str
     function_name: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    reference: str | None = None
 
 
 @dataclass(frozen=True)

@@ -945,10 +945,17 @@ class _Child:
         return f"exited with status {code}"
 
     def _kill(self) -> None:
-        # Kill the group before reaping the leader, so its id cannot have been reused.
+        # Kill the group before reaping the leader, so its id cannot have been reused; then
+        # wait (briefly) for the rest of the group, the sandboxed process itself, to be gone.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+        for _ in range(200):
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.005)
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):

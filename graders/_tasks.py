@@ -7,11 +7,13 @@ A task file::
     description: ...            # optional
     prompt: ...                 # the prompt; instances may give their own instead
     function_name: ...          # optional: the function a code task asks for
+    reference: ...              # optional: a known good answer; it must score the maximum
     params: {...}               # optional: grader parameters; ``*_file`` entries name files
                                 # next to the task file, read into ``*_source``
     instances:                  # optional: several problems sharing the above
       - name: easy              # each becomes a Task named ``arithmetic/easy``
         prompt: ...             # overrides the file's prompt
+        reference: ...          # overrides the file's reference
         params: {...}           # merged over the file's params
 
 Tasks shipped with the package are found by name (``challenge``); one instance of a task with
@@ -38,9 +40,9 @@ __all__ = ["list_tasks", "load_task", "load_tasks"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _FILE_KEYS = frozenset(
-    {"name", "grader", "description", "prompt", "function_name", "params", "instances"}
+    {"name", "grader", "description", "prompt", "function_name", "params", "reference", "instances"}
 )
-_INSTANCE_KEYS = frozenset({"name", "prompt", "function_name", "params"})
+_INSTANCE_KEYS = frozenset({"name", "prompt", "function_name", "params", "reference"})
 
 
 def _task_dir() -> Traversable:
@@ -127,13 +129,14 @@ def _parse(source: Traversable, label: str) -> tuple[Task, ...]:
     prompt = _string(data, "prompt", label)
     function_name = _string(data, "function_name", label)
     params = _params(data, "params", label, source)
+    reference = _string(data, "reference", label)
     raw_instances = data.get("instances")
     if raw_instances is None:
         if prompt is None:
             raise GraderError(f"{label}: prompt: required")
         if kind is not None:
             kind.check_params(params, f"{label}: params")
-        return (Task(name, prompt, grader, function_name, params),)
+        return (Task(name, prompt, grader, function_name, params, reference),)
     if not isinstance(raw_instances, list) or not raw_instances:
         raise GraderError(f"{label}: instances: expected a non-empty list")
     tasks = []
@@ -154,7 +157,10 @@ def _parse(source: Traversable, label: str) -> tuple[Task, ...]:
         if kind is not None:
             kind.check_params(merged, f"{label}: {where}.params")
         own_function = _string(raw, "function_name", label, prefix=f"{where}.") or function_name
-        tasks.append(Task(f"{name}/{instance}", own_prompt, grader, own_function, merged))
+        own_reference = _string(raw, "reference", label, prefix=f"{where}.") or reference
+        tasks.append(
+            Task(f"{name}/{instance}", own_prompt, grader, own_function, merged, own_reference)
+        )
     return tuple(tasks)
 
 

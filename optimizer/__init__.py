@@ -12,12 +12,16 @@ from optimizer._config import (
     config_from_workshop,
     config_to_dict,
     config_to_workshop,
+    describe_config,
     load_config,
+    load_config_task,
     save_config,
+    task_companion,
 )
 from optimizer._errors import UserError
 from optimizer._evaluate import Evaluation, RunResult, evaluate, write_transcript
 from optimizer._export import ExportedConfig, ExportError, best_configs
+from optimizer._failures import FailureCause, common_failures
 from optimizer._moa import CallRecord, MoAResult, run_moa
 from optimizer._objective import Objective, parse_objectives
 from optimizer._prompts import PromptPool, PromptVariant, mutation_round
@@ -25,6 +29,7 @@ from optimizer._reproduce import Reproduction, reproduce
 from optimizer._space import SearchSpace, SpaceError, load_space
 from optimizer._storage import StorageError, StudyNotFoundError, load_study, open_storage
 from optimizer._study import Search, SearchSummary
+from optimizer._taskref import TaskRef, task_ref
 
 __all__ = [
     "DEFAULT_AGGREGATION_TEMPLATE",
@@ -36,6 +41,7 @@ __all__ = [
     "Evaluation",
     "ExportError",
     "ExportedConfig",
+    "FailureCause",
     "MoAConfig",
     "MoAResult",
     "Objective",
@@ -49,15 +55,19 @@ __all__ = [
     "SpaceError",
     "StorageError",
     "StudyNotFoundError",
+    "TaskRef",
     "UserError",
     "best_configs",
     "check_context",
+    "common_failures",
     "config_from_dict",
     "config_from_workshop",
     "config_to_dict",
     "config_to_workshop",
+    "describe_config",
     "evaluate",
     "load_config",
+    "load_config_task",
     "load_space",
     "load_study",
     "mutation_round",
@@ -66,5 +76,7 @@ __all__ = [
     "reproduce",
     "run_moa",
     "save_config",
+    "task_companion",
+    "task_ref",
     "write_transcript",
 ]

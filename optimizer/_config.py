@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
 from optimizer._errors import UserError
+from optimizer._taskref import TaskRef, task_location
 from optimizer._yamlfile import read_yaml
 
 __all__ = [
@@ -26,9 +27,13 @@ __all__ = [
     "config_from_workshop",
     "config_to_dict",
     "config_to_workshop",
+    "describe_config",
     "format_validation_error",
     "load_config",
+    "load_config_task",
+    "placeholder_errors",
     "save_config",
+    "task_companion",
 ]
 
 HELPER_RESPONSE = "{helper_response}"
@@ -117,18 +122,57 @@ class MoAConfig:
 _CONFIG_ADAPTER = TypeAdapter(MoAConfig)
 
 
+def describe_config(config: MoAConfig) -> str:
+    """One line: ``2 cycles: m1@0.1 + m2@0.5 -> m1@0.4`` (models without their provider)."""
+
+    def agent(spec: AgentSpec) -> str:
+        return f"{spec.model.rpartition('/')[2]}@{spec.temperature:g}"
+
+    main = agent(config.main)
+    if config.cycles == 0:
+        return f"{main} alone"
+    layers = " + ".join(agent(a) for a in config.layer_agents)
+    cycles = "1 cycle" if config.cycles == 1 else f"{config.cycles} cycles"
+    return f"{cycles}: {layers} -> {main}"
+
+
 def format_validation_error(source: str, error: ValidationError) -> str:
-    """Formats the first pydantic error as ``source: field.path: message``."""
-    first = error.errors()[0]
-    path = ".".join(str(part) for part in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] in {"extra_forbidden", "unexpected_keyword_argument"}:
-        message = "unknown field"
-    elif first["type"] in {"missing", "missing_argument"}:
-        message = "required field is missing"
-    if not path:  # a cross-field check; its message starts with the field path
-        return f"{source}: {message}"
-    return f"{source}: {path}: {message}"
+    """Formats every pydantic error as ``source: field.path: message``, joined by ``; ``."""
+    messages = []
+    for found in error.errors():
+        path = ".".join(str(part) for part in found["loc"])
+        message = found["msg"].removeprefix("Value error, ")
+        if found["type"] in {"extra_forbidden", "unexpected_keyword_argument"}:
+            message = "unknown field"
+        elif found["type"] in {"missing", "missing_argument"}:
+            message = "required field is missing"
+        # a cross-field check has no path; its message starts with the field path
+        messages.append(f"{path}: {message}" if path else message)
+    return f"{source}: " + "; ".join(dict.fromkeys(messages))
+
+
+def placeholder_errors(config: MoAConfig) -> list[str]:
+    """``field: message`` for each prompt that would get earlier answers but has no placeholder.
+
+    Layer agents see earlier answers from the second cycle on, the main agent after the
+    first; an agent whose prompt lacks ``{helper_response}`` would never see them.
+    """
+    missing = []
+    if config.cycles >= 2:
+        missing += [
+            f"layer_agents.{i}.system_prompt"
+            for i, agent in enumerate(config.layer_agents)
+            if HELPER_RESPONSE not in agent.system_prompt
+        ]
+    if config.cycles >= 1 and HELPER_RESPONSE not in config.main.system_prompt:
+        missing.append("main.system_prompt")
+    return [f"{path}: {_NO_PLACEHOLDER}" for path in missing]
+
+
+_NO_PLACEHOLDER = (
+    "has no {helper_response}, so this agent would never see the earlier answers; "
+    "add {helper_response} where they belong"
+)
 
 
 def config_from_dict(data: Any, source: str = "<config>") -> MoAConfig:
@@ -214,16 +258,22 @@ def config_from_workshop(data: Any, source: str = "<workshop json>") -> MoAConfi
     try:
         config = _CONFIG_ADAPTER.validate_python(ours)
     except ValidationError as error:
-        raise ConfigError(
-            format_validation_error(source, error)
-            .replace(": main.model", ": ai_configuration.main_model")
-            .replace(": main.temperature", ": ai_configuration.main_temperature")
-            .replace(": main.system_prompt", ": ai_configuration.system_prompt")
-            .replace(": cycles", ": ai_configuration.cycles")
-            .replace(": layer_agents", ": ai_configuration.layer_agents")
-            .replace(".system_prompt", ".prompt")
-        ) from None
+        text = format_validation_error(source, error)
+        for ours_name, theirs in _WORKSHOP_NAMES:
+            text = text.replace(f": {ours_name}", f": {theirs}").replace(
+                f"; {ours_name}", f"; {theirs}"
+            )
+        raise ConfigError(text.replace(".system_prompt", ".prompt")) from None
     return config
+
+
+_WORKSHOP_NAMES = (
+    ("main.model", "ai_configuration.main_model"),
+    ("main.temperature", "ai_configuration.main_temperature"),
+    ("main.system_prompt", "ai_configuration.system_prompt"),
+    ("cycles", "ai_configuration.cycles"),
+    ("layer_agents", "ai_configuration.layer_agents"),
+)
 
 
 def config_to_workshop(config: MoAConfig, exported_at: datetime | None = None) -> dict[str, Any]:
@@ -256,30 +306,97 @@ def config_to_workshop(config: MoAConfig, exported_at: datetime | None = None) -
 def load_config(path: str | Path) -> MoAConfig:
     """Loads a config: ``.json`` files in the workshop's format, ``.yaml``/``.yml`` in ours.
 
+    A YAML config may also name its task (``task:``, see :func:`load_config_task`).
+
     Raises:
         ConfigError: The file is missing, unreadable or invalid.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in {".yaml", ".yml"}:
-        return config_from_dict(read_yaml(path, ConfigError), str(path))
-    if suffix != ".json":
+        data = read_yaml(path, ConfigError)
+        if isinstance(data, dict):
+            data = {key: value for key, value in data.items() if key != "task"}
+        config = config_from_dict(data, str(path))
+        problems = placeholder_errors(config)
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: invalid JSON: line {error.lineno}: {error.msg}") from None
+        config = config_from_workshop(data, str(path))
+        problems = [_workshop_path(problem) for problem in placeholder_errors(config)]
+    else:
         raise ConfigError(f"{path}: unknown config format (use .json for workshop files, .yaml)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}: invalid JSON: line {error.lineno}: {error.msg}") from None
-    return config_from_workshop(data, str(path))
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    return config
 
 
-def save_config(config: MoAConfig, path: str | Path) -> None:
-    """Saves ``config`` in the format its suffix names (``.json`` workshop, else YAML)."""
+def _workshop_path(problem: str) -> str:
+    """A field path of our form as the workshop format names it."""
+    if problem.startswith("layer_agents."):
+        problem = problem.replace(".system_prompt", ".prompt", 1)
+    for ours_name, theirs in _WORKSHOP_NAMES:
+        if problem.startswith(ours_name):
+            return theirs + problem.removeprefix(ours_name)
+    return problem
+
+
+def task_companion(path: str | Path) -> Path:
+    """Where the task of a workshop JSON config is kept: ``best.json`` -> ``best.task.yaml``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.task.yaml")
+
+
+def load_config_task(path: str | Path) -> tuple[TaskRef, Path] | None:
+    """The task a config file names, and the file that names it; None if it names none.
+
+    A YAML config names it in its ``task:`` field, a workshop JSON config in the
+    :func:`task_companion` file beside it. ``task:`` is what ``export`` writes (name, source,
+    fingerprint) or, written by hand, a shipped task's name or a task file's path relative
+    to the config file.
+
+    Raises:
+        ConfigError: The ``task`` field is neither.
+    """
+    path = Path(path)
+    holder = path if path.suffix.lower() in {".yaml", ".yml"} else task_companion(path)
+    if not holder.is_file():
+        return None
+    data = read_yaml(holder, ConfigError)
+    value = data.get("task") if isinstance(data, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip():
+        source = task_location(value, holder.parent)
+        return TaskRef(Path(value).stem if source != value else value, source, ""), holder
+    ref = TaskRef.from_dict(value)
+    if ref is None:
+        raise ConfigError(
+            f"{holder}: task: expected a task name, a task file or a mapping "
+            "{name, source, fingerprint}"
+        )
+    return ref, holder
+
+
+def save_config(config: MoAConfig, path: str | Path, task: TaskRef | None = None) -> None:
+    """Saves ``config`` in the format its suffix names (``.json`` workshop, else YAML).
+
+    With ``task``, a YAML config names it in its ``task:`` field; a workshop JSON config,
+    whose format has no place for it, gets it in the :func:`task_companion` file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    named = {} if task is None else {"task": task.to_dict(parts=False)}
     if path.suffix.lower() == ".json":
         text = json.dumps(config_to_workshop(config), indent=2) + "\n"
+        if named:
+            companion = yaml.safe_dump(named, sort_keys=False, allow_unicode=True)
+            task_companion(path).write_text(companion, encoding="utf-8")
     else:
-        text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+        data = {**named, **config_to_dict(config)}
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     path.write_text(text, encoding="utf-8")

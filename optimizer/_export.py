@@ -27,8 +27,10 @@ from optimizer._config import (
     config_from_dict,
     config_to_dict,
     config_to_workshop,
+    task_companion,
 )
 from optimizer._errors import UserError
+from optimizer._taskref import TASK_ATTR, TaskRef
 
 __all__ = [
     "CONFIRM_ATTR_PREFIX",
@@ -39,6 +41,7 @@ __all__ = [
     "export_configs",
     "format_for_path",
     "render_configs",
+    "study_task",
     "trial_config",
     "workshop_losses",
 ]
@@ -143,6 +146,11 @@ def best_configs(study: optuna.Study) -> list[ExportedConfig]:
     return [_exported(best, None)]
 
 
+def study_task(study: optuna.Study) -> TaskRef | None:
+    """The task the study searches (stored by the search), or None for an older study."""
+    return TaskRef.from_dict(study.user_attrs.get(TASK_ATTR))
+
+
 def workshop_losses(config: MoAConfig) -> list[str]:
     """What the workshop format cannot hold and an export to it drops.
 
@@ -169,27 +177,40 @@ def format_for_path(path: Path | None, fmt: str | None) -> ExportFormat:
     return "workshop"
 
 
-def _render_one(config: MoAConfig, fmt: ExportFormat) -> str:
+def _ours(config: MoAConfig, task: TaskRef | None) -> dict[str, Any]:
+    named = {} if task is None else {"task": task.to_dict(parts=False)}
+    return {**named, **config_to_dict(config)}
+
+
+def _render_one(config: MoAConfig, fmt: ExportFormat, task: TaskRef | None) -> str:
     if fmt == "workshop":
         return json.dumps(config_to_workshop(config), indent=2) + "\n"
-    return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(_ours(config, task), sort_keys=False, allow_unicode=True)
 
 
-def render_configs(configs: Sequence[ExportedConfig], fmt: ExportFormat) -> str:
-    """The text printed on stdout: one config, or a JSON list / YAML stream for several."""
+def render_configs(
+    configs: Sequence[ExportedConfig], fmt: ExportFormat, task: TaskRef | None = None
+) -> str:
+    """The text printed on stdout: one config, or a JSON list / YAML stream for several.
+
+    Our YAML names ``task`` (the workshop's JSON has no place for it).
+    """
     if len(configs) == 1:
-        return _render_one(configs[0].config, fmt)
+        return _render_one(configs[0].config, fmt, task)
     if fmt == "workshop":
         return json.dumps([config_to_workshop(c.config) for c in configs], indent=2) + "\n"
     return yaml.safe_dump_all(
-        [config_to_dict(c.config) for c in configs], sort_keys=False, allow_unicode=True
+        [_ours(c.config, task) for c in configs], sort_keys=False, allow_unicode=True
     )
 
 
 def export_configs(
-    configs: Sequence[ExportedConfig], output: Path, fmt: ExportFormat
+    configs: Sequence[ExportedConfig], output: Path, fmt: ExportFormat, task: TaskRef | None = None
 ) -> list[Path]:
     """Writes one file per config: ``output`` itself for one, ``<stem>-trial<N><suffix>`` else.
+
+    With ``task``, our YAML names it in its ``task:`` field; a workshop JSON file gets it in
+    a companion ``<stem>.task.yaml`` beside it (see :func:`optimizer.task_companion`).
 
     Returns:
         The files written.
@@ -208,7 +229,10 @@ def export_configs(
     for exported, target in zip(configs, targets, strict=True):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(_render_one(exported.config, fmt), encoding="utf-8")
+            target.write_text(_render_one(exported.config, fmt, task), encoding="utf-8")
+            if task is not None and fmt == "workshop":
+                named = yaml.safe_dump({"task": task.to_dict(parts=False)}, sort_keys=False)
+                task_companion(target).write_text(named, encoding="utf-8")
         except OSError as error:
             raise ExportError(f"-o: cannot write {target}: {error.strerror or error}") from None
     return targets

@@ -16,7 +16,6 @@ __all__ = [
     "MoAResult",
     "aggregate",
     "fill_helper_response",
-    "prompts_missing_placeholder",
     "replicas",
     "run_moa",
 ]
@@ -136,20 +135,6 @@ def replicas(agents: tuple[AgentSpec, ...]) -> list[int]:
         numbers.append(seen.get(key, 0))
         seen[key] = numbers[-1] + 1
     return numbers
-
-
-def prompts_missing_placeholder(config: MoAConfig) -> list[str]:
-    """Names the agents whose prompt never sees earlier answers (no ``{helper_response}``).
-
-    Only agents that would have earlier answers to see are named: layer agents when there
-    are two or more cycles, the main agent when there is at least one cycle.
-    """
-    missing = []
-    if config.cycles >= 2:
-        missing += [a.name for a in config.layer_agents if HELPER_RESPONSE not in a.system_prompt]
-    if config.cycles >= 1 and HELPER_RESPONSE not in config.main.system_prompt:
-        missing.append(MAIN_AGENT)
-    return missing
 
 
 async def run_moa(

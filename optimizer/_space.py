@@ -42,11 +42,13 @@ from graders._base import BaseGrader, Task
 from optimizer._config import (
     DEFAULT_AGGREGATION_TEMPLATE,
     DEFAULT_MAX_TOKENS,
+    HELPER_RESPONSE,
     AgentSpec,
     MoAConfig,
     format_validation_error,
 )
 from optimizer._errors import UserError
+from optimizer._taskref import task_location
 from optimizer._yamlfile import read_yaml
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "check_model_id",
     "load_space",
     "space_from_dict",
+    "space_task_location",
     "task_and_grader",
 ]
 
@@ -519,11 +522,34 @@ def space_from_dict(data: Any, source: str = "<space>") -> SearchSpace:
         space = _SPACE_ADAPTER.validate_python(data)
     except ValidationError as error:
         raise SpaceError(format_validation_error(source, error)) from None
+    problems = _placeholder_errors(space)
+    if problems:
+        raise SpaceError(f"{source}: " + "; ".join(problems))
     return space
+
+
+def _placeholder_errors(space: SearchSpace) -> list[str]:
+    """Seed prompts that would get earlier answers but have no ``{helper_response}``.
+
+    The main agent gets them when ``cycles`` can be 1 or more, layer agents when it can be
+    2 or more.
+    """
+    roles = [("main", space.main.prompts)] if space.cycles.high >= 1 else []
+    if space.cycles.high >= 2 and space.layer_agents is not None:
+        roles.append(("layer_agents", space.layer_agents.prompts))
+    return [
+        f"{role}.prompts.{i}: has no {HELPER_RESPONSE}, so this agent would never see the "
+        f"earlier answers; add {HELPER_RESPONSE} where they belong"
+        for role, prompts in roles
+        for i, prompt in enumerate(prompts)
+        if HELPER_RESPONSE not in prompt
+    ]
 
 
 def task_and_grader(space: SearchSpace, source: str = "<space>") -> tuple[list[Task], BaseGrader]:
     """Loads the space's task instances and its grader (the task's own if none is named).
+
+    A task file's path is taken relative to the space file (``source``), if it is a file.
 
     Raises:
         SpaceError: Unknown task or grader; the message names ``source`` and the field.
@@ -531,7 +557,7 @@ def task_and_grader(space: SearchSpace, source: str = "<space>") -> tuple[list[T
     from graders import GraderError, get_grader, load_tasks
 
     try:
-        tasks = list(load_tasks(space.task))
+        tasks = list(load_tasks(space_task_location(space, source)))
     except GraderError as error:
         raise SpaceError(f"{source}: task: {error}") from None
     if not tasks:
@@ -541,6 +567,12 @@ def task_and_grader(space: SearchSpace, source: str = "<space>") -> tuple[list[T
     except GraderError as error:
         raise SpaceError(f"{source}: grader: {error}") from None
     return tasks, grader
+
+
+def space_task_location(space: SearchSpace, source: str = "<space>") -> str:
+    """The space's task: a shipped name, or its file's absolute path (relative to ``source``)."""
+    base = Path(source).parent if Path(source).is_file() else None
+    return task_location(space.task, base)
 
 
 def load_space(path: str | Path, *, check_task: bool = True) -> SearchSpace:

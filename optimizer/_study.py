@@ -6,8 +6,9 @@ slow model call in one trial never idles the others) and, when sampling is slow 
 the trials, one more trial sampled ahead, waiting for a worker. Budgets (trials, time,
 tokens, cost) count everything the study has already spent, so the same command resumes a
 study. When a budget is reached no new trial starts, the running trials finish and one
-sampled ahead is marked failed as never run; SIGINT or SIGTERM stops at once, marking the
-trials in flight as failed. A mutation round grows the prompt pools every K completed
+sampled ahead is marked failed as never run. A first SIGINT (Ctrl-C) starts no new trial and
+lets the running ones finish; a second one, or SIGTERM, stops at once, marking the trials in
+flight as failed. A mutation round grows the prompt pools every K completed
 trials; at the end the top trials can be re-evaluated with more repeats (the confirm stage)
 and the best config is exported.
 """
@@ -42,6 +43,7 @@ from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_from_dict, config_to_dict, save_config
 from optimizer._errors import UserError
 from optimizer._evaluate import evaluate, write_transcript
+from optimizer._failures import FailureCause, common_failures
 from optimizer._objective import (
     DIRECTIONS,
     Objective,
@@ -53,6 +55,7 @@ from optimizer._objective import (
 from optimizer._prompts import MUTATION_SPEND_PREFIX, PromptPool, mutation_round
 from optimizer._space import SearchSpace
 from optimizer._storage import storage_lock
+from optimizer._taskref import TASK_ATTR, TaskRef, changed_parts
 from optimizer.providers import Router
 
 __all__ = [
@@ -255,6 +258,7 @@ class SearchSummary:
         confirmations: The confirm stage's results, best first.
         exports: Files the best config was written to.
         objectives: The study's objectives.
+        failures: When most trials share a low score, its most common causes.
     """
 
     study: str
@@ -268,6 +272,7 @@ class SearchSummary:
     confirmations: tuple[Confirmation, ...]
     exports: tuple[Path, ...]
     objectives: tuple[str, ...]
+    failures: tuple[FailureCause, ...] = ()
 
     @property
     def interrupted(self) -> bool:
@@ -420,6 +425,20 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
+def _changed_fields(old: Any, new: Any, path: str = "") -> list[str]:
+    """The dotted paths where two stored spaces differ (``main.prompts``, ``cycles.high``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        return [
+            changed
+            for key in keys
+            for changed in _changed_fields(
+                old.get(key), new.get(key), f"{path}.{key}" if path else str(key)
+            )
+        ]
+    return [] if old == new else [path or "(the whole space)"]
+
+
 def _space_key(space: SearchSpace) -> dict[str, Any]:
     data: dict[str, Any] = TypeAdapter(SearchSpace).dump_python(space, mode="json")
     data.pop("repeats", None)
@@ -461,6 +480,8 @@ class Search:
         confirm_repeats: Repeats for the confirm stage; 0 skips it.
         confirm_top: How many top trials the confirm stage re-evaluates.
         observer: Called with a :class:`Status` as the search goes.
+        task: The task's identity and fingerprint, stored in the study (a resumed study
+            whose task changed is refused) and written into the exported configs.
     """
 
     def __init__(
@@ -483,6 +504,7 @@ class Search:
         confirm_repeats: int = 0,
         confirm_top: int = 3,
         observer: Callable[[Status], None] | None = None,
+        task: TaskRef | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -502,6 +524,7 @@ class Search:
         self.confirm_repeats = confirm_repeats
         self.confirm_top = confirm_top
         self.observer = observer
+        self.task = task
         self.objective = Objective(
             space=space,
             tasks=self.tasks,
@@ -513,6 +536,8 @@ class Search:
             seed=seed or 0,
         )
         self._interrupt: str | None = None
+        self._hard_stop = False
+        self._study: optuna.Study | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session: tuple[str, float] = ("", 0.0)
         self._session_saved = 0.0
@@ -526,10 +551,11 @@ class Search:
     # -- setup ---------------------------------------------------------------------------
 
     def open_study(self) -> optuna.Study:
-        """Creates or loads the study; checks it was made with this space and objectives.
+        """Creates or loads the study; checks it was made with this space, objectives and task.
 
         Raises:
-            SearchError: The study exists with other objectives or another search space.
+            SearchError: The study exists with other objectives, another search space or a
+                task whose content changed; the message names what differs.
         """
         directions = [DIRECTIONS[name] for name in self.objectives]
         done = 0
@@ -565,11 +591,30 @@ class Search:
                 study.set_user_attr(SPACE_ATTR, key)
                 study.set_user_attr("objectives", list(self.objectives))
             elif attrs[SPACE_ATTR] != key:
+                fields = ", ".join(_changed_fields(attrs[SPACE_ATTR], key))
                 raise SearchError(
                     f"--space: study {self.study_name!r} was created with another search space "
-                    "(models, ranges, prompts or max_tokens differ); use a new --study name"
+                    f"(changed: {fields}); use a new --study name"
                 )
+            if self.task is not None:
+                self._check_task(study, attrs.get(TASK_ATTR))
         return study
+
+    def _check_task(self, study: optuna.Study, stored: Any) -> None:
+        """Stores the task in a new study; refuses a resumed study whose task changed."""
+        assert self.task is not None
+        before = TaskRef.from_dict(stored)
+        if before is None:  # a new study, or one made before tasks were remembered
+            study.set_user_attr(TASK_ATTR, self.task.to_dict())
+            return
+        if before.fingerprint == self.task.fingerprint:
+            return
+        changed = ", ".join(changed_parts(before.parts, self.task.parts)) or "its content"
+        raise SearchError(
+            f"{self.task.source}: the task of study {self.study_name!r} changed since the study "
+            f"started (changed: {changed}); its trials were scored on the old task: undo the "
+            "change or use a new --study name"
+        )
 
     def _startup_trials(self) -> int:
         if self.budget.trials is None:
@@ -609,6 +654,7 @@ class Search:
             models.append(self.space.mutator_model)
         self.router.check(models)
         study = self.open_study()
+        self._study = study
         stale = fail_stale_trials(study)
         pool = PromptPool(study)
         pool.ensure_seeds(self.space.seed_prompts())
@@ -641,8 +687,19 @@ class Search:
         return installed
 
     def _on_signal(self, loop: asyncio.AbstractEventLoop, sig: signal.Signals) -> None:
-        self._interrupt = f"interrupt ({sig.name})"
-        loop.remove_signal_handler(sig)  # a second signal stops the process at once
+        first = self._interrupt is None
+        self._interrupt = self._interrupt or f"interrupt ({sig.name})"
+        if first and sig == signal.SIGINT:  # Ctrl-C: the running trials finish
+            if self._study is not None:
+                self._notify(
+                    self._study,
+                    self._slots.in_use,
+                    f"Ctrl-C: no new trial starts; running trials finish ({self._slots.in_use} "
+                    "now); Ctrl-C again stops at once and fails them",
+                )
+            return
+        self._hard_stop = True
+        loop.remove_signal_handler(sig)  # one more signal stops the process at once
         for task in self._tasks:
             task.cancel()
 
@@ -768,7 +825,9 @@ class Search:
             await asyncio.to_thread(study.tell, trial, state=TrialState.PRUNED)
             return TrialEnd(trial.number, TrialState.PRUNED, detail=str(pruned))
         except asyncio.CancelledError:
-            detail = self._interrupt or f"{NOT_RUN} the search was stopped by {self._stopped_by}"
+            detail = f"{NOT_RUN} the search was stopped by {self._stopped_by}"
+            if self._hard_stop and self._interrupt:
+                detail = self._interrupt
             _fail(study, trial, detail)
             self._ends.append(TrialEnd(trial.number, TrialState.FAIL, detail=detail))
             raise
@@ -905,7 +964,7 @@ class Search:
             config = config_from_dict(best.user_attrs["config"], f"trial {best.number}")
             exports = (self.study_dir / "best.json", self.study_dir / "best.yaml")
             for path in exports:
-                save_config(config, path)
+                save_config(config, path, self.task)
         return SearchSummary(
             study=self.study_name,
             stopped_by=stopped_by,
@@ -918,6 +977,7 @@ class Search:
             confirmations=tuple(confirmations),
             exports=exports,
             objectives=self.objectives,
+            failures=common_failures(study.get_trials(deepcopy=False)),
         )
 
 
@@ -1033,4 +1093,7 @@ def summary_dict(summary: SearchSummary) -> dict[str, Any]:
         "confirmations": [c.to_dict() for c in summary.confirmations],
         "exports": [str(p) for p in summary.exports],
         "objectives": list(summary.objectives),
+        "failures": [
+            {"message": f.message, "trials": f.trials, "out_of": f.out_of} for f in summary.failures
+        ],
     }

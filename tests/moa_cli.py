@@ -11,9 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def moa_opt(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Runs ``python -m optimizer ARGS`` in ``cwd`` and returns what it printed."""
+    """Runs ``python -m optimizer ARGS`` in ``cwd`` (``stdin`` its input); returns its output."""
     full_env = {
         k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "MOA_BASE_URL"
     }
@@ -26,4 +30,6 @@ def moa_opt(
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
     )

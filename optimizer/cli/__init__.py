@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -17,15 +18,24 @@ __all__ = ["main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the parser with every command registered."""
-    from optimizer.cli import export, grade, models, reproduce, run, search, studies
+    from optimizer.cli import export, grade, models, reproduce, run, search, studies, trials
 
     parser = _Parser(
         prog="moa-opt", description="Search, run and reproduce Mixture-of-Agents configs."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, search, reproduce, export, studies, grade, models):
+    for module in (run, search, reproduce, export, studies, trials, grade, models):
         module.register(commands)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version."""
+    try:
+        return importlib.metadata.version("moa-optimizer")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 class _Parser(argparse.ArgumentParser):

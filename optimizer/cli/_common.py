@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
 from graders import UNISOLATED_ENV, BaseGrader, SandboxedGrader, SandboxError
+from graders._base import Task
+from optimizer._config import load_config_task
 from optimizer._errors import UserError
+from optimizer._taskref import TaskRef, task_ref
 from optimizer.providers import ResponseCache, Router, parse_model_map
 
 __all__ = [
     "DEFAULT_CACHE",
+    "ChosenTask",
     "add_model_flags",
     "add_sandbox_flag",
     "build_router",
+    "choose_task",
     "console",
     "nonnegative_int",
     "positive_int",
     "require_sandbox",
+    "warn_unknown_models",
 ]
 
 DEFAULT_CACHE = Path("runs/cache.sqlite")
@@ -144,3 +152,60 @@ def console(*, stderr: bool = False) -> Console:
     if not out.is_terminal:
         out = Console(stderr=stderr, soft_wrap=True, width=max(out.width, 160))
     return out
+
+
+@dataclass(frozen=True)
+class ChosenTask:
+    """The task a command runs configs on.
+
+    Attributes:
+        location: A shipped task's name or a task file's path, for ``load_tasks``.
+        recorded: The task a config file names, when it was chosen that way.
+        note: How it was chosen, to tell the user; "" when ``--task`` chose it.
+    """
+
+    location: str
+    recorded: TaskRef | None
+    note: str
+
+    def changed(self, tasks: Sequence[Task]) -> str | None:
+        """A warning if the recorded task's content changed since the config was exported."""
+        ref = self.recorded
+        if ref is None or not ref.fingerprint:
+            return None
+        if task_ref(tasks, self.location).fingerprint == ref.fingerprint:
+            return None
+        return (
+            f"the task {ref.source} changed since the config was exported (its fingerprint "
+            "differs), so scores may not compare with the search's"
+        )
+
+
+def choose_task(paths: Sequence[Path], flag: str | None, default: str | None) -> ChosenTask | None:
+    """``--task`` if given, else the task the config files name, else ``default``.
+
+    Raises:
+        UserError: The configs name different tasks, or a task file that is gone.
+    """
+    if flag is not None:
+        return ChosenTask(flag, None, "")
+    named = [(path, found) for path in paths if (found := load_config_task(path)) is not None]
+    sources = {found[0].source for _, found in named}
+    if len(sources) > 1:
+        listing = ", ".join(f"{path} names {found[0].source}" for path, found in named)
+        raise UserError(f"--task: the configs name different tasks ({listing}); choose one")
+    if named:
+        _, (ref, holder) = named[0]
+        if ref.source.endswith((".yaml", ".yml")) and not Path(ref.source).is_file():
+            raise UserError(f"{holder}: task: {ref.source}: no such task file; give --task")
+        return ChosenTask(ref.source, ref, f"task {ref.name} ({ref.source}), as {holder} names it")
+    if default is None:
+        return None
+    unnamed = ", ".join(str(p) for p in paths)
+    return ChosenTask(default, None, f"{unnamed} names no task; using {default} (--task to choose)")
+
+
+async def warn_unknown_models(router: Router, models: Sequence[str], err: Console) -> None:
+    """Prints a warning for each model the endpoint does not list (``GET /v1/models``)."""
+    for warning in await router.unknown_models(tuple(models)):
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)

@@ -6,11 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from optimizer._config import task_companion
 from optimizer._export import (
     best_configs,
     export_configs,
     format_for_path,
     render_configs,
+    study_task,
     workshop_losses,
 )
 from optimizer._storage import DEFAULT_RUNS_DIR, load_study
@@ -52,6 +54,7 @@ def handle(args: argparse.Namespace) -> int:
     """Runs the command."""
     study = load_study(args.study, args.storage)
     chosen = best_configs(study)
+    task = study_task(study)
     fmt = format_for_path(args.output, args.format)
     for exported in chosen:
         mean = "" if exported.mean is None else f" mean {exported.mean:.4g}"
@@ -68,8 +71,10 @@ def handle(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     if args.output is None:
-        sys.stdout.write(render_configs(chosen, fmt))
+        sys.stdout.write(render_configs(chosen, fmt, task))
         return 0
-    for path in export_configs(chosen, args.output, fmt):
+    for path in export_configs(chosen, args.output, fmt, task):
         print(f"wrote {path}", file=sys.stderr)
+        if task is not None and fmt == "workshop":
+            print(f"wrote {task_companion(path)} (its task: {task.name})", file=sys.stderr)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from rich.markup import escape
@@ -17,6 +18,7 @@ from graders import (
     get_grader,
     list_graders,
     load_task,
+    missing_dependencies,
 )
 from optimizer._errors import UserError
 from optimizer.cli._common import add_sandbox_flag, console
@@ -34,7 +36,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "points and the total; exits 0 whenever grading ran, whatever the score."
         ),
     )
-    grade.add_argument("file", metavar="FILE", help="a Python file or a raw model response")
+    grade.add_argument(
+        "file", metavar="FILE", help="a Python file or a raw model response; - reads stdin"
+    )
     grade.add_argument(
         "--task",
         default="challenge",
@@ -61,7 +65,10 @@ def handle_grade(args: argparse.Namespace) -> int:
     """Runs ``moa-opt grade``."""
     path = Path(args.file)
     try:
-        response = path.read_text(encoding="utf-8", errors="replace")
+        if args.file == "-":
+            response = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        else:
+            response = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError as error:
         raise UserError(f"{args.file}: no such file") from error
     except OSError as error:
@@ -69,6 +76,11 @@ def handle_grade(args: argparse.Namespace) -> int:
     try:
         task = load_task(args.task)
         grader = get_grader(args.grader or task.grader)
+        for module in missing_dependencies(grader):
+            raise UserError(
+                f"the {grader.name} grader needs the {module} package, which is not installed "
+                f"here (pip install {module})"
+            )
         result = grader.grade(response, task)
     except GraderError as error:
         raise UserError(str(error)) from error

@@ -28,12 +28,17 @@ from optimizer.cli._common import (
     add_model_flags,
     add_sandbox_flag,
     build_router,
+    choose_task,
     positive_int,
     require_sandbox,
+    warn_unknown_models,
 )
 from optimizer.providers import Router
 
-__all__ = ["handle", "load_grader_and_tasks", "register"]
+__all__ = ["DEFAULT_TASK", "handle", "load_grader_and_tasks", "register"]
+
+DEFAULT_TASK = "challenge"
+"""The task of a config that names none."""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,12 +59,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--repeats", type=positive_int, default=5, metavar="N", help="runs per config (default 5)"
     )
     parser.add_argument(
-        "--task", default="challenge", metavar="NAME", help="task name or file (default challenge)"
+        "--task",
+        metavar="NAME",
+        help="task name or file (default: the task the config names, else challenge)",
     )
     parser.add_argument(
         "--grader", metavar="NAME", help="grader name (default: the task's own grader)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="base sampling seed (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="base sampling seed (default 0, as the search's)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_model_flags(parser)
     add_sandbox_flag(parser)
@@ -99,10 +108,17 @@ def handle(args: argparse.Namespace) -> int:
         (name, load_config(path))
         for name, path in zip(_names(args.configs), args.configs, strict=True)
     ]
-    grader, tasks = load_grader_and_tasks(args.task, args.grader)
+    chosen = choose_task(args.configs, args.task, DEFAULT_TASK)
+    assert chosen is not None
+    grader, tasks = load_grader_and_tasks(chosen.location, args.grader)
     require_sandbox(grader)
     catalog = Catalog.load()
     err = Console(stderr=True)
+    if chosen.note:
+        err.print(f"[cyan]note:[/] grading on {chosen.note}", highlight=False, soft_wrap=True)
+    changed = chosen.changed(tasks)
+    if changed:
+        err.print(f"[yellow]warning:[/] {changed}", highlight=False, soft_wrap=True)
     for warning in context_warnings(configs, tasks, catalog):
         err.print(f"[yellow]warning:[/] may not fit: {warning}", highlight=False)
     results = asyncio.run(_run(configs, tasks, grader, catalog, args, err))
@@ -128,6 +144,7 @@ async def _run(
             router.check(config.models)
         for notice in router.notices:
             err.print(f"[cyan]note:[/] {notice}", highlight=False)
+        await warn_unknown_models(router, [m for _, c in configs for m in c.models], err)
         if err.is_terminal:
             columns = (
                 TextColumn("{task.description}"),

@@ -1,4 +1,4 @@
-"""``moa-opt run``: run one config on a task and show every call."""
+"""``moa-opt run``: run one config on a task, show every call and grade the answer."""
 
 from __future__ import annotations
 
@@ -11,10 +11,19 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from graders import BaseGrader, GraderError, GradeResult, SandboxError, Task
 from optimizer._config import MoAConfig, load_config
 from optimizer._errors import UserError
-from optimizer._moa import MoAResult, prompts_missing_placeholder, run_moa
-from optimizer.cli._common import add_model_flags, build_router, console, nonnegative_int
+from optimizer._moa import MoAResult, run_moa
+from optimizer.cli._common import (
+    add_model_flags,
+    build_router,
+    choose_task,
+    console,
+    nonnegative_int,
+    warn_unknown_models,
+)
+from optimizer.cli.reproduce import load_grader_and_tasks
 
 __all__ = ["register"]
 
@@ -24,55 +33,93 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser(
         "run",
         help="run one MoA config on a task",
-        description="Run one MoA config on a task: prints the final answer, then every call.",
+        description=(
+            "Run one MoA config on a task: prints the final answer, every call, and the "
+            "answer's grade. The task is --task, else the one the config names (an exported "
+            "config names its study's task); --prompt runs a prompt of your own, ungraded."
+        ),
     )
     parser.add_argument("config", type=Path, help="config file (.json workshop export or .yaml)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", metavar="NAME", help="a task by name (e.g. challenge) or file")
-    source.add_argument("--prompt", metavar="TEXT", help="the task prompt itself")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--task",
+        metavar="NAME",
+        help="a task by name (e.g. challenge) or file (default: the task the config names)",
+    )
+    source.add_argument("--prompt", metavar="TEXT", help="the task prompt itself (not graded)")
     parser.add_argument(
         "--sample", type=nonnegative_int, default=0, help="sample index (distinct cache entry)"
     )
-    parser.add_argument("--seed", type=int, default=None, help="sampling seed for every call")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="sampling seed for every call (default 0, as a search's first repeat, so the "
+        "search's calls answer from the cache)",
+    )
     parser.add_argument("--json", action="store_true", help="print the whole record as JSON")
     add_model_flags(parser)
     parser.set_defaults(handler=handle)
 
 
-def task_prompt(task: str | None, prompt: str | None) -> str:
-    """Returns the prompt of ``--task NAME`` or ``--prompt TEXT``."""
-    if prompt is not None:
-        if not prompt.strip():
+def _task(args: argparse.Namespace, err: Console) -> tuple[Task, BaseGrader] | None:
+    """The task to run and grade on (``--task`` or the config's), or None for ``--prompt``."""
+    if args.prompt is not None:
+        if not args.prompt.strip():
             raise UserError("--prompt: must not be empty")
-        return prompt
-    from graders import GraderError, load_tasks
-
-    try:
-        tasks = load_tasks(task or "")
-    except GraderError as error:
-        raise UserError(f"--task: {error}") from None
+        return None
+    chosen = choose_task([args.config], args.task, None)
+    if chosen is None:
+        raise UserError(f"--task or --prompt: required ({args.config} names no task)")
+    grader, tasks = load_grader_and_tasks(chosen.location, None)
     if len(tasks) != 1:
-        raise UserError(f"--task: {task!r} holds {len(tasks)} instances; run takes one")
-    return tasks[0].prompt
+        listing = ", ".join(task.name for task in tasks)
+        raise UserError(
+            f"--task: {chosen.location!r} holds {len(tasks)} instances; pick one: {listing}"
+        )
+    if chosen.note:
+        err.print(f"[cyan]note:[/] running on {chosen.note}", highlight=False)
+    changed = chosen.changed(tasks)
+    if changed:
+        err.print(f"[yellow]warning:[/] {changed}", highlight=False)
+    return tasks[0], grader
 
 
 def handle(args: argparse.Namespace) -> int:
     """Runs the command."""
     config = load_config(args.config)
-    prompt = task_prompt(args.task, args.prompt)
     err = console(stderr=True)
-    for agent in prompts_missing_placeholder(config):
-        err.print(
-            f"[yellow]warning:[/] {args.config}: agent {agent!r} has no {{helper_response}} "
-            "in its prompt, so it never sees the earlier answers"
-        )
+    chosen = _task(args, err)
+    prompt = args.prompt if chosen is None else chosen[0].prompt
     result = asyncio.run(_run(config, prompt, args, err))
+    grade = None if chosen is None else _grade(result.answer, *chosen)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(result.answer)
-        console().print(call_table(result))
+        record = result.to_dict()
+        if grade is not None:
+            record["grade"] = grade.to_dict()
+        print(json.dumps(record, indent=2))
+        return 0
+    print(result.answer)
+    console().print(call_table(result))
+    if grade is not None and chosen is not None:
+        task, grader = chosen
+        failed = [t for t in grade.tests if not t.passed]
+        print(
+            f"Score: {grade.score:g}/{grade.max_score:g} on {task.name} (graded by {grader.name}; "
+            f"{len(grade.tests) - len(failed)} of {len(grade.tests)} tests passed)"
+        )
+        for test in failed[:5]:
+            print(f"  failed {test.name}: {' '.join(test.message.split())[:160]}")
     return 0
+
+
+def _grade(answer: str, task: Task, grader: BaseGrader) -> GradeResult:
+    try:
+        return grader.grade(answer, task)
+    except GraderError as error:
+        raise UserError(str(error)) from None
+    except SandboxError as error:
+        raise UserError(f"the sandbox cannot run here: {error}") from None
 
 
 async def _run(config: MoAConfig, prompt: str, args: argparse.Namespace, err: Console) -> MoAResult:
@@ -81,6 +128,7 @@ async def _run(config: MoAConfig, prompt: str, args: argparse.Namespace, err: Co
         router.check(config.models)
         for notice in router.notices:
             err.print(f"[cyan]note:[/] {notice}")
+        await warn_unknown_models(router, config.models, err)
         status = err.status("running the MoA...") if err.is_terminal else nullcontext()
         with status:
             return await run_moa(config, prompt, router, sample=args.sample, seed=args.seed)

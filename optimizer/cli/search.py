@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -15,11 +16,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from graders._base import BaseGrader, Task
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_to_dict, load_config
 from optimizer._errors import UserError
 from optimizer._objective import parse_objectives
-from optimizer._space import SearchSpace, load_space, task_and_grader
+from optimizer._space import SearchSpace, load_space, space_task_location, task_and_grader
 from optimizer._storage import DEFAULT_RUNS_DIR, open_storage
 from optimizer._study import (
     SAMPLERS,
@@ -30,6 +32,7 @@ from optimizer._study import (
     lower_confidence_bound,
     summary_dict,
 )
+from optimizer._taskref import task_ref
 from optimizer.cli._common import (
     add_model_flags,
     add_sandbox_flag,
@@ -37,6 +40,7 @@ from optimizer.cli._common import (
     nonnegative_int,
     positive_int,
     require_sandbox,
+    warn_unknown_models,
 )
 
 __all__ = ["DEFAULT_SPACE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "register"]
@@ -189,6 +193,8 @@ def handle(args: argparse.Namespace) -> int:
     space = prepare_space(args)
     tasks, grader = task_and_grader(space, str(args.space))
     require_sandbox(grader)
+    location = space_task_location(space, str(args.space))
+    check_task(tasks, grader, location)
     name = study_name(args)
     storage = open_storage(name, args.storage)
     baselines = baselines_from(args)
@@ -214,6 +220,7 @@ def handle(args: argparse.Namespace) -> int:
         confirm_repeats=args.confirm_repeats,
         confirm_top=args.confirm_top,
         observer=display.update,
+        task=task_ref(tasks, location),
     )
 
     async def run() -> SearchSummary:
@@ -221,6 +228,7 @@ def handle(args: argparse.Namespace) -> int:
             router.check(list(space.models))
             for notice in router.notices:
                 err.print(f"[cyan]note:[/] {notice}")
+            await warn_unknown_models(router, space.models, err)
             with display:
                 return await search.run()
         finally:
@@ -235,6 +243,20 @@ def handle(args: argparse.Namespace) -> int:
         sig = signal.SIGTERM if "SIGTERM" in summary.stopped_by else signal.SIGINT
         return 128 + int(sig)
     return 0 if summary.best is not None else 1
+
+
+def check_task(tasks: Sequence[Task], grader: BaseGrader, location: str) -> None:
+    """The pre-flight check: the task can work, before any model is called.
+
+    Raises:
+        UserError: It cannot; the message names the task file and the cause.
+    """
+    from graders import GraderError, preflight
+
+    try:
+        preflight(tasks, grader, location)
+    except GraderError as error:
+        raise UserError(f"{error} (pre-flight check; no model was called)") from None
 
 
 class ProgressDisplay:
@@ -307,6 +329,9 @@ def summary_lines(summary: SearchSummary) -> list[str]:
             "Marked failed on resume (their process had died): trials "
             + ", ".join(map(str, summary.stale))
         )
+    if summary.failures:
+        lines.append("Most trials scored the same low score; the grader said why:")
+        lines += [f"  {cause.line()}" for cause in summary.failures]
     best = summary.best
     if best is None or summary.best_config is None:
         lines.append("No trial completed, so there is no best config yet.")

@@ -1,9 +1,14 @@
-"""``moa-opt studies``: the studies in a storage, with trial counts and best scores."""
+"""``moa-opt studies``: the studies in a storage, with trial counts and best scores.
+
+``moa-opt studies --delete NAME`` deletes one (after asking, or with ``--yes``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,11 +16,13 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from optimizer._storage import DEFAULT_RUNS_DIR, JOURNAL_FILE, open_storage
+from optimizer._storage import DEFAULT_RUNS_DIR, JOURNAL_FILE, load_study, open_storage
 from optimizer._study import failed_run
+from optimizer._taskref import TASK_ATTR, TaskRef
 
 __all__ = ["StudyRow", "register", "study_rows"]
 
@@ -29,6 +36,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--storage", metavar="URL", help="an Optuna storage URL or journal file")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument(
+        "--delete",
+        metavar="NAME",
+        help="delete study NAME (with the default storage, its whole runs/NAME folder)",
+    )
+    parser.add_argument("--yes", action="store_true", help="delete without asking")
     parser.set_defaults(handler=handle)
 
 
@@ -47,6 +60,8 @@ class StudyRow:
         best_trial: Its trial number.
         objectives: The study's objectives.
         last: When its latest trial started, ISO format, or "".
+        task: The task's name, or "" for a study that did not record it.
+        task_source: The shipped task's name or the task file's path, or "".
     """
 
     study: str
@@ -59,6 +74,8 @@ class StudyRow:
     best_trial: int | None
     objectives: tuple[str, ...]
     last: str
+    task: str = ""
+    task_source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the JSON form."""
@@ -73,6 +90,8 @@ class StudyRow:
             "best_trial": self.best_trial,
             "objectives": list(self.objectives),
             "last": self.last,
+            "task": self.task,
+            "task_source": self.task_source,
         }
 
 
@@ -86,6 +105,7 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
         complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
         best = max(complete, key=lambda t: (t.values[0], -t.number), default=None)
         starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+        task = TaskRef.from_dict(study.user_attrs.get(TASK_ATTR))
         rows.append(
             StudyRow(
                 study=name,
@@ -98,6 +118,8 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
                 best_trial=None if best is None else best.number,
                 objectives=tuple(study.user_attrs.get("objectives", ["score"])),
                 last=max(starts).isoformat(timespec="seconds") if starts else "",
+                task="" if task is None else task.name,
+                task_source="" if task is None else task.source,
             )
         )
     return rows
@@ -111,6 +133,8 @@ def _safe(url: str) -> str:
 
 def handle(args: argparse.Namespace) -> int:
     """Runs the command."""
+    if args.delete is not None:
+        return delete(args.delete, args.storage, args.yes)
     rows: list[StudyRow] = []
     if args.storage:
         rows = study_rows(open_storage("", args.storage, create=False), _safe(args.storage))
@@ -125,24 +149,53 @@ def handle(args: argparse.Namespace) -> int:
         where = args.storage or f"{DEFAULT_RUNS_DIR}/*/{JOURNAL_FILE}"
         print(f"no studies in {where}")
         return 0
-    table = Table(title="studies")
-    for column in ("study", "complete", "pruned", "failed", "running", "best mean", "trial"):
-        table.add_column(column, justify="left" if column == "study" else "right")
-    table.add_column("objectives")
-    table.add_column("last trial")
-    table.add_column("storage")
+    table = Table(title="studies", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("study", overflow="fold")
+    table.add_column("task", overflow="fold")
+    for column in ("done", "failed", "running", "best mean"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("last trial", no_wrap=True)
     for row in rows:
+        best = "-" if row.best is None else f"{row.best:.4g} (#{row.best_trial})"
         table.add_row(
             row.study,
-            str(row.complete),
-            str(row.pruned),
+            row.task or "-",
+            str(row.complete + row.pruned),
             str(row.failed),
             str(row.running),
-            "-" if row.best is None else f"{row.best:.4g}",
-            "-" if row.best_trial is None else str(row.best_trial),
-            ",".join(row.objectives),
-            row.last,
-            row.storage,
+            best,
+            row.last[:16].replace("T", " "),
         )
-    Console().print(table)
+    out = Console()
+    out.print(table)
+    for where in dict.fromkeys(row.storage for row in rows):
+        out.print(f"storage: {where}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def delete(name: str, storage_url: str | None, yes: bool) -> int:
+    """Deletes study ``name`` after asking on the terminal (``yes``: without asking).
+
+    With the default storage the study's whole folder goes (journal, transcripts, exports).
+
+    Returns:
+        0 once deleted, 1 when the answer was not yes.
+    """
+    study = load_study(name, storage_url)
+    trials = len(study.get_trials(deepcopy=False))
+    folder = DEFAULT_RUNS_DIR / name if storage_url is None else None
+    where = f"{folder}/ (journal, transcripts, exports)" if folder else _safe(storage_url or "")
+    if not yes:
+        print(
+            f"Delete study {name!r} ({trials} trials) from {where}? [y/N] ", end="", file=sys.stderr
+        )
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            print(f"study {name!r} kept", file=sys.stderr)
+            return 1
+    optuna.delete_study(study_name=name, storage=study._storage)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"deleted study {name!r} ({trials} trials) from {where}", file=sys.stderr)
     return 0

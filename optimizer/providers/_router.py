@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from optimizer._errors import UserError
-from optimizer.providers._base import Provider
+from optimizer.providers._base import Provider, ProviderError
 from optimizer.providers._cache import CachedProvider, ResponseCache
 from optimizer.providers._limits import LimitedProvider, Limits
 from optimizer.providers._openai import OpenAICompatProvider
@@ -166,6 +167,34 @@ class Router:
         """
         for model in models:
             self.resolve(model)
+
+    async def unknown_models(self, models: list[str] | tuple[str, ...]) -> list[str]:
+        """Warnings for the models an endpoint does not list at ``GET /models``.
+
+        Each warning names the model and the closest one the endpoint lists. Endpoints that
+        do not answer the listing, and the embedded models, are not checked.
+        """
+        groups: dict[str, tuple[Provider, list[str]]] = {}
+        for model in models:
+            provider, name = self.resolve(model)
+            key = next(k for k, p in self._providers.items() if p is provider)
+            if not key.startswith("local:"):
+                groups.setdefault(key, (provider, []))[1].append(name)
+        warnings = []
+        for key, (provider, names) in groups.items():
+            try:
+                known = await provider.list_models()
+            except ProviderError:
+                continue
+            where = key.partition(":")[2]
+            for name in dict.fromkeys(names):
+                if known and name not in known:
+                    close = difflib.get_close_matches(name, known, n=1, cutoff=0.0)
+                    warnings.append(
+                        f"model {name!r} is not among the {len(known)} models {where} lists"
+                        + (f"; the closest is {close[0]!r}" if close else "")
+                    )
+        return warnings
 
     async def list_models(self, provider: str | None = None) -> list[str]:
         """Lists the models of ``provider`` (a preset or ``local``), or of the base URL."""

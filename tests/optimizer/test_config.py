@@ -16,6 +16,8 @@ from optimizer import (
     load_config,
     save_config,
 )
+from optimizer._config import load_config_task
+from optimizer._taskref import TaskRef
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKSHOP_DEFAULT = ROOT / "search_spaces" / "baselines" / "workshop-default.json"
@@ -55,7 +57,12 @@ def test_workshop_round_trip_keeps_ai_configuration(tmp_path: Path) -> None:
                 "temperature": 0.0,
                 "prompt": "x {y} {helper_response}",
             },
-            {"name": "b", "model": "llama-3.3-70b", "temperature": 1.25, "prompt": "plain"},
+            {
+                "name": "b",
+                "model": "llama-3.3-70b",
+                "temperature": 1.25,
+                "prompt": "plain {helper_response}",
+            },
         ],
     )
     source = tmp_path / "in.json"
@@ -74,7 +81,7 @@ def test_yaml_round_trip_keeps_every_field(tmp_path: Path) -> None:
         cycles=2,
         layer_agents=(
             AgentSpec("a", "m1", 0.3, "A {helper_response}", 100),
-            AgentSpec("b", "m2", 1.0, "B", 200),
+            AgentSpec("b", "m2", 1.0, "B {helper_response}", 200),
         ),
         aggregation_template="Answers so far:\n{responses}\nDo better.",
     )
@@ -212,3 +219,45 @@ def test_unreadable_files_give_one_line(
         load_config(path)
     assert str(caught.value).startswith(str(path))
     assert message in str(caught.value)
+
+
+def test_a_config_whose_agents_would_miss_earlier_answers_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "main: {name: main, model: m, temperature: 0, system_prompt: Final.}\n"
+        "cycles: 2\n"
+        "layer_agents:\n"
+        "  - {name: a, model: m, temperature: 0, system_prompt: 'A {helper_response}'}\n"
+        "  - {name: b, model: m, temperature: 0, system_prompt: B}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == (
+        f"{path}: layer_agents.1.system_prompt: has no {{helper_response}}, so this agent would "
+        "never see the earlier answers; add {helper_response} where they belong; "
+        "main.system_prompt: has no {helper_response}, so this agent would never see the "
+        "earlier answers; add {helper_response} where they belong"
+    )
+    workshop = tmp_path / "w.json"
+    workshop.write_text(json.dumps(workshop_file(system_prompt="Final.")))
+    with pytest.raises(ConfigError, match=r"w\.json: ai_configuration\.system_prompt: has no"):
+        load_config(workshop)
+
+
+def test_an_exported_config_names_its_task(tmp_path: Path) -> None:
+    config = load_config(WORKSHOP_DEFAULT)
+    ref = TaskRef("slugify", str(tmp_path / "slugify.yaml"), "sha256:abc")
+    save_config(config, tmp_path / "best.yaml", ref)
+    save_config(config, tmp_path / "best.json", ref)
+    assert load_config(tmp_path / "best.yaml") == config == load_config(tmp_path / "best.json")
+    assert load_config_task(tmp_path / "best.yaml") == (ref, tmp_path / "best.yaml")
+    assert load_config_task(tmp_path / "best.json") == (ref, tmp_path / "best.task.yaml")
+    assert load_config_task(WORKSHOP_DEFAULT) is None
+    by_hand = tmp_path / "hand.yaml"
+    by_hand.write_text(
+        "task: tasks/mine.yaml\n"
+        "main: {name: main, model: m, temperature: 0, system_prompt: Go.}\ncycles: 0\n"
+    )
+    found = load_config_task(by_hand)
+    assert found is not None and found[0].source == str(tmp_path / "tasks" / "mine.yaml")
+    assert found[0].name == "mine" and load_config(by_hand).cycles == 0

@@ -281,3 +281,49 @@ def test_overrides_fix_max_tokens_and_repeats() -> None:
     assert space.layer_agents.max_tokens == (32,) and space.repeats == 1
     assert space.seed_prompts()[MAIN] and space.seed_prompts()[LAYER]
     assert copy.deepcopy(space) == space
+
+
+def test_every_space_error_is_reported_at_once(tmp_path: Path) -> None:
+    data = smoke_data()
+    data["cycles"] = {"low": 2, "high": 1}
+    data["main"]["temperatur"] = 0.5
+    data["repeats"] = 0
+    with pytest.raises(SpaceError) as raised:
+        space_from_dict(data, "s.yaml")
+    assert str(raised.value) == (
+        "s.yaml: main.temperatur: unknown field; repeats: Input should be greater than or "
+        "equal to 1; cycles: low (2) > high (1)"
+    )
+
+
+def test_prompts_that_would_miss_the_earlier_answers_are_refused() -> None:
+    data = smoke_data()  # cycles up to 2: layer agents and the main agent see earlier answers
+    data["main"]["prompts"][1] = "Combine the answers into one function."
+    data["layer_agents"]["prompts"][0] = "Help with the coding task."
+    with pytest.raises(SpaceError) as raised:
+        space_from_dict(data, "s.yaml")
+    message = str(raised.value)
+    assert message.startswith(
+        "s.yaml: main.prompts.1: has no {helper_response}, so this agent would never see the "
+        "earlier answers"
+    )
+    assert "; layer_agents.prompts.0: has no {helper_response}" in message
+    data["cycles"] = {"low": 0, "high": 1}  # layer agents never see earlier answers now
+    with pytest.raises(SpaceError, match=r"main\.prompts\.1") as raised:
+        space_from_dict(data, "s.yaml")
+    assert "layer_agents" not in str(raised.value)
+    data["cycles"] = 0
+    space_from_dict(data, "s.yaml")  # the main agent alone: nothing to see
+
+
+def test_a_task_file_is_found_next_to_the_space_file(tmp_path: Path) -> None:
+    folder = tmp_path / "task"
+    folder.mkdir()
+    (folder / "sums.yaml").write_text(
+        "name: sums\ngrader: exact\nprompt: 2+2?\nparams: {questions: [{answer: 4}]}\n"
+    )
+    data = smoke_data()
+    data.update(task="sums.yaml", grader=None)
+    path = folder / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_space(path).task == "sums.yaml"  # found from any working directory

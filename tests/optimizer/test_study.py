@@ -299,9 +299,12 @@ def test_trials_left_running_by_a_dead_process_are_failed_on_resume(tmp_path: Pa
     assert "process died" in study.trials[0].user_attrs["error"]
 
 
-def test_sigint_stops_cleanly_and_marks_in_flight_trials_failed(tmp_path: Path) -> None:
+def test_a_first_sigint_lets_in_flight_trials_finish(tmp_path: Path) -> None:
+    sent: list[int] = []
+
     def interrupting(body: dict[str, Any]) -> str:
-        if len(server.chat_requests) >= 3:  # a few trials have finished
+        if len(server.chat_requests) >= 3 and not sent:  # a few trials have finished
+            sent.append(len(server.chat_requests))
             os.kill(os.getpid(), signal.SIGINT)
         return seed_responder(body)
 
@@ -313,10 +316,37 @@ def test_sigint_stops_cleanly_and_marks_in_flight_trials_failed(tmp_path: Path) 
         )
     assert summary.stopped_by == "interrupt (SIGINT)" and summary.interrupted
     study = load(tmp_path)
+    assert len(study.trials) < 50 and len(sent) == 1
+    # the trial whose call sent the signal, and any other in flight, finished; a trial sampled
+    # ahead and waiting for a worker never ran
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert all(str(t.user_attrs["error"]).startswith("not run:") for t in failed)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == len(study.trials) - len(failed) >= 4
+    assert {e.number for e in summary.session_trials if e.state == TrialState.COMPLETE} == {
+        t.number for t in complete
+    }
+
+
+def test_a_second_sigint_stops_at_once_and_marks_in_flight_trials_failed(tmp_path: Path) -> None:
+    sent: list[int] = []
+
+    def interrupting(body: dict[str, Any]) -> str:
+        layer = not system_prompt(body).startswith(("You are", "Combine"))
+        if len(server.chat_requests) >= 3 and (sent or layer) and len(sent) < 2:
+            sent.append(len(server.chat_requests))  # a layer call, then its trial's next call
+            os.kill(os.getpid(), signal.SIGINT)
+        return seed_responder(body)
+
+    space = smoke(cycles=1, repeats=1)
+    with OpenAIServer(interrupting, latency=0.2) as server:
+        summary = run(search(tmp_path, server, space, budget=Budget(trials=50), workers=2))
+    assert summary.stopped_by == "interrupt (SIGINT)" and summary.interrupted
+    assert len(sent) == 2
+    study = load(tmp_path)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert failed and all(t.user_attrs["error"] == "interrupt (SIGINT)" for t in failed)
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in study.trials)
-    assert len(study.trials) < 50
     assert {e.number for e in summary.session_trials if e.state == TrialState.FAIL} == {
         t.number for t in failed
     }

@@ -76,14 +76,16 @@ def test_run_json_record_and_cache_hits_on_second_run(tmp_path: Path, server: Op
     assert len(server.chat_requests) == 6
 
 
-def test_run_warns_about_prompts_without_placeholder(tmp_path: Path, server: OpenAIServer) -> None:
+def test_run_refuses_prompts_without_placeholder(tmp_path: Path, server: OpenAIServer) -> None:
     config = write_config(
         tmp_path / "c.yaml",
         main={"name": "main", "model": "m", "temperature": 0.0, "system_prompt": "No placeholder"},
     )
     done = moa_opt("run", str(config), "--prompt", "x", "--base-url", server.base_url, cwd=tmp_path)
-    assert done.returncode == 0
-    assert "'main' has no {helper_response}" in done.stderr
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"moa-opt: error: {config}: main.system_prompt: has no ")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not server.chat_requests
 
 
 def test_run_challenge_task_sends_the_challenge_prompt(
@@ -111,7 +113,7 @@ def test_run_challenge_task_sends_the_challenge_prompt(
     ("args", "message"),
     [
         (("run", "missing.yaml", "--prompt", "x"), "missing.yaml: cannot read"),
-        (("run", "c.yaml"), "one of the arguments --task --prompt is required"),
+        (("run", "c.yaml"), "--task or --prompt: required (c.yaml names no task)"),
         (
             ("run", "c.yaml", "--prompt", "x", "--max-retries", "-1"),
             "--max-retries: must not be negative",
