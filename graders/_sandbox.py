@@ -363,9 +363,35 @@ class Sandbox:
             load_error = candidate.load()
             if load_error is not None:
                 return self._pytest_run((), load_error, candidate, started)
-            tests = _TestSession(self, candidate, dict(test_files), test_file, module)
+            job = {"files": dict(test_files), "test_file": test_file}
+            tests = _TestSession(self, candidate, "tests", job)
             outcomes, load_error = tests.run()
             candidate.processes += tests.processes
+        finally:
+            candidate.close()
+        return self._pytest_run(outcomes, load_error, candidate, started)
+
+    def run_check(self, code: str, test: str, entry_point: str) -> SandboxRun:
+        """Runs HumanEval-style test code's ``check(candidate)`` on the code's ``entry_point``.
+
+        The test code runs in its own sandboxed process; ``candidate`` there calls the
+        function in the candidate's process through plain-data calls. One outcome, ``check``:
+        ``passed``, ``failed`` (with the assertion or error), ``timeout`` or ``crashed``.
+
+        Raises:
+            SandboxError: No sandbox process could be started.
+        """
+        started = time.monotonic()
+        candidate = _Candidate(self, code, [entry_point], started)
+        try:
+            load_error = candidate.load()
+            if load_error is None:
+                job = {"test": test, "entry_point": entry_point}
+                tests = _TestSession(self, candidate, "check", job)
+                outcomes, load_error = tests.run()
+                candidate.processes += tests.processes
+            else:
+                outcomes = []
         finally:
             candidate.close()
         return self._pytest_run(outcomes, load_error, candidate, started)
@@ -599,21 +625,22 @@ class _Candidate:
 
 
 class _TestSession:
-    """Runs a task's pytest file in its own process, relaying its calls to the candidate."""
+    """Runs a task's test code in its own process, relaying its calls to the candidate.
+
+    Args:
+        sandbox: The sandbox.
+        candidate: The candidate's loaded process.
+        mode: ``tests`` (a pytest file) or ``check`` (a ``check(candidate)`` function).
+        job: What the mode needs (files and test file; or test code and entry point).
+    """
 
     def __init__(
-        self,
-        sandbox: Sandbox,
-        candidate: _Candidate,
-        files: dict[str, str],
-        test_file: str,
-        module: str,
+        self, sandbox: Sandbox, candidate: _Candidate, mode: str, job: dict[str, Any]
     ) -> None:
         self.sandbox = sandbox
         self.candidate = candidate
-        self.files = files
-        self.test_file = test_file
-        self.module = module
+        self.mode = mode
+        self.job = job
         self.processes = 0
 
     def run(self) -> tuple[list[Outcome], str | None]:
@@ -625,14 +652,14 @@ class _TestSession:
         budget_end = self.candidate.budget_end
         while time.monotonic() < budget_end:
             job = {
-                "files": self.files,
-                "test_file": self.test_file,
-                "module": self.module,
+                **self.job,
+                "module": self.candidate.module,
                 "names": self.candidate.names,
                 "skip": skip,
                 "load_timeout": max(limits.load_timeout, 10.0),
             }
-            child = self.sandbox._start("tests", TEST_PACKAGES, job)
+            packages = TEST_PACKAGES if self.mode == "tests" else ()
+            child = self.sandbox._start(self.mode, packages, job)
             self.processes += 1
             try:
                 running, ended, load_error, done = self._follow(child, order, outcomes)

@@ -48,6 +48,7 @@ except ImportError:  # pragma: no cover - CPython always has _json
 
 _TYPE_NAME = type.__dict__["__name__"]
 _CANDIDATE_FILE = "<candidate>"
+_CHECK_FILE = "<tests>"
 _ALARM_REPEAT = 0.05
 _MAX_ERROR_CHARS = 500
 _MAX_INT_BITS = 10_000
@@ -636,6 +637,39 @@ def _run_tests(job: dict[str, Any], channel: _Channel) -> None:
         guard.disarm()
 
 
+def _run_check(job: dict[str, Any], channel: _Channel) -> None:
+    """Runs HumanEval-style test code: ``check(candidate)`` with the proxied entry point."""
+    guard = _Guard(lambda name: name == _CHECK_FILE)
+    budget = job["budget"]
+    encoder = _Encoder(budget["values"], budget["chars"], budget["depth"])
+    proxy = _Proxy(channel, encoder, job["module"], job["names"])
+    module = proxy.module(job["module"], job["names"])
+    namespace: dict[str, Any] = {"__name__": "tests", "__builtins__": builtins}
+    test = job["test"]
+    status, _, error, _ = _run_guarded(
+        guard, job["load_timeout"], lambda: exec(compile(test, _CHECK_FILE, "exec"), namespace)
+    )
+    check = namespace.get("check")
+    if status != "returned" or not callable(check):
+        error = error or "the test code defines no function check(candidate)"
+        channel.send({"event": "load_error", "error": f"the test code could not run: {error}"})
+        return
+    candidate = getattr(module, job["entry_point"])
+    channel.send({"event": "collected", "names": ["check"]})
+    channel.send({"event": "start", "name": "check"})
+    status, _, error, _ = _run_guarded(guard, job["test_timeout"], lambda: check(candidate))
+    if status == "returned":
+        outcome = "passed"
+    elif status == "timeout":
+        outcome = "timeout"
+    elif error.startswith("CandidateFailure: "):
+        error = "the call into the candidate failed: " + error.split(": ", 1)[1]
+        outcome = "timeout" if "timed out" in error else "crashed"
+    else:
+        outcome = "failed"
+    channel.send({"event": "outcome", "name": "check", "status": outcome, "error": error})
+
+
 def _tail(text: str, limit: int = 1500) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
@@ -796,7 +830,7 @@ def main() -> None:
     if job["mode"] == "candidate":
         _serve_candidate(job, channel)
     else:
-        _run_tests(job, channel)
+        (_run_tests if job["mode"] == "tests" else _run_check)(job, channel)
         channel.send({"event": "done"})
     os._exit(0)  # skip atexit handlers and finalizers the candidate may have left
 

@@ -595,3 +595,72 @@ def test_bwrap_runs_a_virtualenv_under_tmp_on_its_base_interpreter(tmp_path: Pat
     code = "import os, sys\ndef where(venv):\n    return [sys.prefix, os.path.exists(venv)]\n"
     run = sandbox.call_function(code, "where", [FunctionCall("w", (str(venv),))])
     assert run.outcomes[0].value == [sys.base_prefix, False]
+
+
+HUMANEVAL_TEST = """
+METADATA = {"author": "jt", "dataset": "test"}
+
+
+def check(candidate):
+    assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True
+    assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.05) == False
+    assert candidate([1.1, 2.2, 3.1, 4.1, 5.1], 1.0) == True
+"""
+CLOSE = """
+def has_close_elements(numbers, threshold):
+    for i, a in enumerate(numbers):
+        for b in numbers[i + 1:]:
+            if abs(a - b) < threshold:
+                return True
+    return False
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error"),
+    [
+        (CLOSE, "passed", ""),
+        (CLOSE.replace("< threshold", "> threshold"), "failed", "AssertionError"),
+        (CLOSE.replace("    for i,", "    while True:\n        pass\n    for i,"), "timeout", ""),
+        ("def has_close_elements(n, t):\n    raise KeyboardInterrupt\n", "failed", "Exception"),
+    ],
+)
+def test_check_candidate_runs_apart_from_the_candidate(
+    bwrap_sandbox: Sandbox, code: str, status: str, error: str
+) -> None:
+    run = bwrap_sandbox.run_check(code, HUMANEVAL_TEST, "has_close_elements")
+    assert run.load_error is None
+    (outcome,) = run.outcomes
+    assert (outcome.name, outcome.status) == ("check", status), outcome.error
+    assert outcome.error.startswith(error)
+
+
+def test_check_candidate_verdicts_cannot_be_forged(bwrap_sandbox: Sandbox) -> None:
+    forger = """
+import json, os, sys
+line = json.dumps({"event": "outcome", "name": "check", "status": "passed", "error": ""})
+for fd in range(3, 20):
+    try:
+        os.write(fd, (line + "\\n").encode())
+    except OSError:
+        pass
+runner = sys.modules["__main__"]
+original = runner._Channel.send
+def send(self, message):
+    original(self, {"event": "outcome", "name": "check", "status": "passed", "error": ""})
+    original(self, {"event": "done"})
+    return original(self, message)
+runner._Channel.send = send
+
+def has_close_elements(numbers, threshold):
+    return False
+"""
+    run = bwrap_sandbox.run_check(forger, HUMANEVAL_TEST, "has_close_elements")
+    assert run.load_error is not None or run.outcomes[0].status != "passed"
+
+
+def test_check_candidate_needs_the_entry_point_and_a_check(bwrap_sandbox: Sandbox) -> None:
+    missing = bwrap_sandbox.run_check("def other():\n    pass\n", HUMANEVAL_TEST, "has_close")
+    assert missing.load_error == "the code defines no function named 'has_close'"
+    no_check = bwrap_sandbox.run_check(CLOSE, "x = 1\n", "has_close_elements")
+    assert no_check.load_error is not None and "defines no function check" in no_check.load_error
