@@ -289,7 +289,6 @@ class Sandbox:
                 file=sys.stderr,
             )
         self._bwrap = shutil.which("bwrap") if self.isolation == "bwrap" else None
-        self._seccomp_checked = False
 
     def call_function(
         self, code: str, function_name: str, calls: Sequence[FunctionCall]
@@ -362,14 +361,14 @@ class Sandbox:
         try:
             load_error = candidate.load()
             if load_error is not None:
-                return self._pytest_run((), load_error, candidate, started)
+                return self._finished((), load_error, candidate, started)
             job = {"files": dict(test_files), "test_file": test_file}
             tests = _TestSession(self, candidate, "tests", job)
             outcomes, load_error = tests.run()
             candidate.processes += tests.processes
         finally:
             candidate.close()
-        return self._pytest_run(outcomes, load_error, candidate, started)
+        return self._finished(outcomes, load_error, candidate, started)
 
     def run_check(self, code: str, test: str, entry_point: str) -> SandboxRun:
         """Runs HumanEval-style test code's ``check(candidate)`` on the code's ``entry_point``.
@@ -394,9 +393,9 @@ class Sandbox:
                 outcomes = []
         finally:
             candidate.close()
-        return self._pytest_run(outcomes, load_error, candidate, started)
+        return self._finished(outcomes, load_error, candidate, started)
 
-    def _pytest_run(
+    def _finished(
         self,
         outcomes: Sequence[Outcome],
         load_error: str | None,

@@ -68,6 +68,25 @@ CORRECT = _correct_values()
 """Per call name: the tagged value and arguments a forger would claim."""
 
 
+def _host_state() -> tuple[frozenset[str], ...]:
+    """What an attack could leave behind: files in home, the project, /var/tmp; a sysctl."""
+    root = Path(__file__).resolve().parents[2]
+    listings = [  # home secrets planted by this module (here or in a parallel run) aside
+        frozenset(p.name for p in folder.iterdir() if not p.name.startswith(".moa-attack-"))
+        for folder in (Path.home(), root, root / "tests" / "graders", Path("/var/tmp"))
+    ]
+    sysctl = Path("/proc/sys/kernel/core_pattern").read_text()
+    return (*listings, frozenset([sysctl]))
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_on_the_host() -> Iterator[None]:
+    """Every attack: no file appears outside the sandbox's private /tmp, no sysctl changes."""
+    before = _host_state()
+    yield
+    assert _host_state() == before
+
+
 @pytest.fixture
 def home_secret() -> Iterator[str]:
     """A secret in a mode-600 file under the grader's home directory."""
