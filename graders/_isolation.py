@@ -21,7 +21,9 @@ nothing against a hostile candidate.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
+import importlib.resources
 import os
 import shutil
 import stat
@@ -43,6 +45,7 @@ __all__ = [
     "interpreter",
     "package_paths",
     "remove_tree",
+    "runner_source",
     "scrubbed_env",
     "unisolated_allowed",
     "unisolated_workdir",
@@ -208,23 +211,42 @@ def check_isolation(python: str | None = None) -> IsolationCheck:
         return _isolation_checks[python]
 
 
+@functools.cache
+def runner_source() -> str:
+    """The source of the program that runs inside the sandbox (``_sandbox_runner``)."""
+    return importlib.resources.files("graders").joinpath("_sandbox_runner.py").read_text("utf-8")
+
+
+_PROBE = (
+    "import os, sys\n"
+    "runner = {'__name__': 'probe'}\n"
+    "exec(sys.stdin.read(), runner)\n"
+    "print(os.getuid(), os.getgid(), os.getgroups(), runner['_install_seccomp']())\n"
+)
+
+
 def _probe_bwrap(python: str) -> IsolationCheck:
+    """Starts a sandboxed Python as the sandbox would and has it install the seccomp filter."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return IsolationCheck("none", "bubblewrap (bwrap) is not installed")
-    probe_code = "import os;print(os.getuid(), os.getgid(), os.getgroups())"
-    argv = [*bwrap_command(bwrap, python, (), 1 << 20), "-I", "-S", "-c", probe_code]
+    runner = runner_source()
+    argv = [*bwrap_command(bwrap, python, (), 1 << 20), "-I", "-S", "-c", _PROBE]
     try:
         probe = subprocess.run(
-            argv, capture_output=True, text=True, timeout=30, env=scrubbed_env("/tmp")
+            argv, input=runner, capture_output=True, text=True, timeout=30, env=scrubbed_env("/tmp")
         )
     except (OSError, subprocess.SubprocessError) as error:
         return IsolationCheck("none", f"bubblewrap could not run: {error}")
     expected = f"{SANDBOX_UID} {SANDBOX_UID} []"
-    if probe.returncode != 0 or probe.stdout.strip() != expected:
-        reason = (probe.stderr.strip().splitlines() or [probe.stdout.strip() or "no output"])[-1]
+    answer = probe.stdout.strip()
+    if probe.returncode != 0 or not answer.startswith(expected):
+        reason = (probe.stderr.strip().splitlines() or [answer or "no output"])[-1]
         return IsolationCheck("none", f"bubblewrap does not work here: {reason[:500]}")
-    return IsolationCheck("bwrap", f"bubblewrap works ({bwrap}), uid {SANDBOX_UID}")
+    if not answer.endswith("True"):
+        machine = os.uname().machine
+        return IsolationCheck("none", f"the seccomp filter cannot be installed on {machine}")
+    return IsolationCheck("bwrap", f"bubblewrap works ({bwrap}), uid {SANDBOX_UID}, seccomp")
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import importlib.resources
 import json
 import marshal
 import os
@@ -52,6 +51,7 @@ from graders._isolation import (
     check_isolation,
     interpreter,
     package_paths,
+    runner_source,
     scrubbed_env,
     unisolated_allowed,
     unisolated_workdir,
@@ -200,14 +200,9 @@ class SandboxRun:
 
 
 @functools.cache
-def _runner_source() -> str:
-    return importlib.resources.files("graders").joinpath("_sandbox_runner.py").read_text("utf-8")
-
-
-@functools.cache
 def _runner_bytecode() -> bytes:
     """The runner compiled once; a process of this same interpreter loads it from stdin."""
-    return marshal.dumps(compile(_runner_source(), "<sandbox runner>", "exec"))
+    return marshal.dumps(compile(runner_source(), "<sandbox runner>", "exec"))
 
 
 # Reads the runner's code object from stdin (one length-prefixed frame, read unbuffered so that
@@ -418,7 +413,7 @@ class Sandbox:
     def _argv(self, packages: Sequence[str]) -> tuple[list[str], list[str]]:
         """The command of a sandbox process, and the import paths its runner adds."""
         paths = package_paths(packages)
-        source = _BOOTSTRAP if self._python == interpreter(sys.executable) else _runner_source()
+        source = _BOOTSTRAP if self._python == interpreter(sys.executable) else runner_source()
         flags = ["-I", "-S", "-B", "-c", source]
         if self._bwrap is None:
             return [self._python, *flags], sorted({str(p.parent) for p in paths})

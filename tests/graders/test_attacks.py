@@ -447,7 +447,7 @@ def test_unisolated_runs_only_on_request_and_warn(
 def test_a_process_without_its_seccomp_filter_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """Attack 7: the runner says whether its filter is in force, and the driver reads it."""
     require_bwrap()
-    source = graders._sandbox._runner_source().replace(
+    source = graders._isolation.runner_source().replace(
         "program = _seccomp_program(os.uname().machine, os.getpid())", "program = None"
     )
     assert "program = None" in source
@@ -520,3 +520,21 @@ def f():
     assert (home / "keep").read_text() == "keep"
     assert set(Path("/tmp").glob("moa-sandbox-*")) == before
     assert not any(stat.S_ISLNK(p.lstat().st_mode) for p in home.iterdir())
+
+
+def test_the_isolation_report_says_when_seccomp_cannot_be_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Attack 7, at the door: no filter means no isolation, reported and refused."""
+    require_bwrap()
+    source = graders._isolation.runner_source().replace(
+        "program = _seccomp_program(os.uname().machine, os.getpid())", "program = None"
+    )
+    monkeypatch.setattr(graders._isolation, "runner_source", lambda: source)
+    monkeypatch.setattr(graders._isolation, "_isolation_checks", {})
+    monkeypatch.delenv(graders._isolation.UNISOLATED_ENV, raising=False)
+    check = graders._isolation.check_isolation()
+    assert check.level == "none"
+    assert check.detail == f"the seccomp filter cannot be installed on {os.uname().machine}"
+    with pytest.raises(SandboxError, match="seccomp filter cannot be installed"):
+        Sandbox(FAST)
