@@ -92,10 +92,12 @@ def grade_in_process(code: str, task: Task) -> float:
 
 _PREVIOUS = """
 import statistics, sys, time
+import graders
 from graders import Function120Grader, Sandbox, load_task
 sys.path.insert(0, sys.argv[2])
 from challenge_candidates import CLEAN
 grader, task = Function120Grader(sandbox=Sandbox()), load_task("challenge")
+assert graders.__file__.startswith(sys.argv[3]), graders.__file__
 grader.grade(CLEAN, task)
 samples = []
 for _ in range(int(sys.argv[1])):
@@ -109,8 +111,9 @@ print(statistics.median(samples) * 1000)
 def previous_median_ms(checkout: Path, repeat: int) -> float:
     """The median time of the grader in another checkout, measured in a child process."""
     tests = ROOT / "tests" / "graders"
-    done = subprocess.run(
-        [sys.executable, "-c", _PREVIOUS, str(repeat), str(tests)],
+    done = subprocess.run(  # run in the checkout: `python -c` puts the working folder first
+        [sys.executable, "-c", _PREVIOUS, str(repeat), str(tests), str(checkout.resolve())],
+        cwd=checkout,
         env={**os.environ, "PYTHONPATH": str(checkout)},
         capture_output=True,
         text=True,

@@ -814,7 +814,11 @@ class _Child:
         self._stack = contextlib.ExitStack()
         unisolated = sandbox.isolation == "unisolated"
         self._bwrap = not unisolated
+        self._sandboxed: int | None = None  # a pidfd of the process bubblewrap started
         workdir = self._stack.enter_context(unisolated_workdir()) if unisolated else "/tmp"
+        info_read, info_write = os.pipe() if self._bwrap else (-1, -1)
+        if self._bwrap:  # bubblewrap says which process it started: kill that one directly
+            argv = [argv[0], "--info-fd", str(info_write), *argv[1:]]
         try:
             self.process = subprocess.Popen(
                 argv,
@@ -825,11 +829,17 @@ class _Child:
                 cwd=workdir if unisolated else None,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(info_write,) if self._bwrap else (),
             )
         except OSError as error:
             self._stack.close()
             raise SandboxError(f"could not start {argv[0]}: {error}") from error
+        finally:
+            if self._bwrap:
+                os.close(info_write)
         self._stack.callback(self._kill)
+        if self._bwrap:
+            self._sandboxed = _sandboxed_pidfd(info_read, self.limits.startup_timeout)
         stdin = _frame(job)
         if argv[-1] == _BOOTSTRAP:
             code = _runner_bytecode()
@@ -966,17 +976,16 @@ class _Child:
         return f"exited with status {code}"
 
     def _kill(self) -> None:
-        # Kill the group before reaping the leader, so its id cannot have been reused; then
-        # wait (briefly) for the rest of the group, the sandboxed process itself, to be gone.
+        # The sandboxed process first (its PID namespace dies with it, and bubblewrap reaps
+        # it before exiting, so once bubblewrap is reaped nothing of the sandbox is left);
+        # then the group, before reaping its leader, so that no id can have been reused.
+        if self._sandboxed is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(self._sandboxed, signal.SIGKILL)
+            os.close(self._sandboxed)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-        for _ in range(200):
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                break
-            time.sleep(0.005)
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -1010,6 +1019,28 @@ def _read(fd: int) -> bytes:
         if error.errno in (errno.EAGAIN, errno.EBADF):
             return b""
         raise
+
+
+def _sandboxed_pidfd(info: int, timeout: float) -> int | None:
+    """A pidfd of the process bubblewrap started, from what it writes on ``--info-fd``."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(info, selectors.EVENT_READ)
+            while b"}" not in data and time.monotonic() < deadline:
+                if selector.select(deadline - time.monotonic()):
+                    chunk = os.read(info, 4096)
+                    if not chunk:
+                        break
+                    data += chunk
+    finally:
+        os.close(info)
+    try:
+        pid = json.loads(data[: data.index(b"}") + 1])["child-pid"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return _pidfd(pid) if isinstance(pid, int) else None
 
 
 def _pidfd(pid: int) -> int | None:
