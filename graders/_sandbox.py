@@ -308,14 +308,7 @@ class Sandbox:
                     outcomes.append(reply.outcome(call.name))
         finally:
             candidate.close()
-        return SandboxRun(
-            outcomes=tuple(outcomes),
-            load_error=load_error,
-            output=safe_text(candidate.output.decode("utf-8", "replace")),
-            isolation=self.isolation,
-            seconds=time.monotonic() - started,
-            processes=candidate.processes,
-        )
+        return self._finished(outcomes, load_error, candidate, started)
 
     def run_pytest(
         self,
