@@ -15,7 +15,7 @@ from pydantic.dataclasses import dataclass
 from optimizer._errors import UserError
 from optimizer._taskref import TaskRef, task_location
 from optimizer._validation import format_validation_error
-from optimizer._yamlfile import kind_of, read_text, read_yaml
+from optimizer._yamlfile import dump_yaml, kind_of, read_text, read_yaml
 
 __all__ = [
     "DEFAULT_AGGREGATION_TEMPLATE",
@@ -382,5 +382,5 @@ def save_config(config: MoAConfig, path: str | Path, task: TaskRef | None = None
             task_companion(path).write_text(companion, encoding="utf-8")
     else:
         data = {**named, **config_to_dict(config)}
-        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        text = dump_yaml(data)
     path.write_text(text, encoding="utf-8")

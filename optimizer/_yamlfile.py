@@ -9,7 +9,7 @@ import yaml
 
 from optimizer._errors import UserError
 
-__all__ = ["kind_of", "read_text", "read_yaml"]
+__all__ = ["dump_yaml", "kind_of", "read_text", "read_yaml"]
 
 
 def read_text(path: Path, error: type[UserError]) -> str:
@@ -57,3 +57,27 @@ def kind_of(value: Any) -> str:
         if isinstance(value, kind):
             return name
     return "a number" if isinstance(value, int | float) else type(value).__name__
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """A safe dumper that writes multi-line strings as literal blocks (``|-``)."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_LiteralDumper.add_representer(str, _string)
+
+
+def dump_yaml(data: Any, *, width: int = 100) -> str:
+    """``data`` as YAML in the order given, multi-line strings as literal blocks (``|-``).
+
+    A string PyYAML cannot write as a block (trailing spaces on a line, tabs, control
+    characters) falls back to a quoted scalar, so the text always loads back the same.
+    """
+    text: str = yaml.dump(
+        data, Dumper=_LiteralDumper, sort_keys=False, allow_unicode=True, width=width
+    )
+    return text
