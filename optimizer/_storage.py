@@ -33,6 +33,7 @@ __all__ = [
     "default_journal_path",
     "load_study",
     "open_storage",
+    "safe_url",
     "storage_lock",
     "study_names",
 ]
@@ -246,7 +247,7 @@ def open_storage(
         raise StorageError(f"--storage: missing database driver: {hint}") from None
     except Exception as error:  # SQLAlchemy's connection and URL errors
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise StorageError(f"--storage: cannot open {_safe_url(storage_url)}: {first}") from None
+        raise StorageError(f"--storage: cannot open {safe_url(storage_url)}: {first}") from None
     _LOCKS[rdb] = _rdb_lock(rdb)
     return rdb
 
@@ -397,7 +398,7 @@ def _not_found(study_name: str, names: list[str]) -> str:
     return f"--study: no study named {study_name!r}; existing studies: {known}"
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")
