@@ -191,7 +191,7 @@ def lineage_figure(path: Path, nodes: Sequence[LineageNode]) -> Path:
                     "",
                     xy=where[node.id],
                     xytext=where[parent],
-                    arrowprops={"arrowstyle": "->", "color": _GREY, "shrinkA": 28, "shrinkB": 28},
+                    arrowprops={"arrowstyle": "->", "color": _GREY, "shrinkA": 30, "shrinkB": 50},
                 )
     for node in nodes:
         x, y = where[node.id]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from optimizer._errors import UserError
 from optimizer._report import write_report
 from optimizer._storage import DEFAULT_RUNS_DIR, load_study
 
@@ -43,7 +44,10 @@ def handle(args: argparse.Namespace) -> int:
     """Runs the command."""
     study = load_study(args.study, args.storage)
     out_dir = args.output or DEFAULT_RUNS_DIR / args.study / "report"
-    report = write_report(study, out_dir, args.storage)
+    try:
+        report = write_report(study, out_dir, args.storage)
+    except OSError as error:
+        raise UserError(f"-o: cannot write {out_dir}: {error.strerror or error}") from None
     running = f"; {report.running} trials still running" if report.running else ""
     print(f"Report: {report.index} ({len(report.figures)} figures{running})")
     return 0

@@ -207,3 +207,16 @@ def completed(folder: Path, name: str) -> int:
     except KeyError:  # not created yet
         return 0
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def test_report_bad_input_is_one_line(searched: Path) -> None:
+    (searched / "a-file").write_text("")
+    done = moa_opt("report", "--study", "slug", "-o", "a-file", cwd=searched)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "moa-opt: error: -o: cannot write a-file: File exists\n",
+    )
+    done = moa_opt("report", "--study", "nope", cwd=searched)
+    assert done.returncode == 2 and done.stderr.startswith(
+        "moa-opt: error: --study: no study named"
+    )
