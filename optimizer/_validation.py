@@ -49,6 +49,7 @@ def format_validation_error(
         elif item["type"] == "dataclass_type":
             message = f"expected a mapping of fields, got {_shown(item.get('input'))}"
         elif item["type"].endswith(("_type", "_parsing")) and "input" in item:
+            message = message.replace("a valid tuple", "a list")  # YAML has lists only
             message = f"{message}, got {_shown(item['input'])}"
         # a cross-field check has no path; its message starts with the field path
         messages.append((path, f"{path}: {message}" if path else message, item["type"]))

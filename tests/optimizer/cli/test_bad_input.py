@@ -173,3 +173,13 @@ def test_wrong_types_name_the_field_and_the_value(tmp_path: Path) -> None:
         "repeats: Input should be a valid integer, got 'many'",
         "main: expected a mapping of fields, got 3",
     )
+
+
+def test_a_mapping_where_a_list_belongs_says_list(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "main: {name: m, model: x, temperature: 0.1, system_prompt: hi}\n"
+        "cycles: 1\nlayer_agents: {name: a}\n"
+    )
+    expected = "layer_agents: Input should be a list, got a mapping"
+    assert_one_line(*run_config(path, tmp_path), path, expected)
