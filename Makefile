@@ -8,7 +8,7 @@ search: setup
 	.venv/bin/moa-opt search $(ARGS)
 
 test:
-	scripts/setup postgresql
+	scripts/setup postgresql chromium
 	url=$$(scripts/postgres) && MOA_TEST_POSTGRES_URL=$$url MOA_TEST_STRICT=1 .venv/bin/python -m pytest
 
 lint:

@@ -14,7 +14,8 @@ from pydantic.dataclasses import dataclass
 
 from optimizer._errors import UserError
 from optimizer._taskref import TaskRef, task_location
-from optimizer._yamlfile import read_yaml
+from optimizer._validation import format_validation_error
+from optimizer._yamlfile import dump_yaml, kind_of, read_text, read_yaml
 
 __all__ = [
     "DEFAULT_AGGREGATION_TEMPLATE",
@@ -136,21 +137,6 @@ def describe_config(config: MoAConfig) -> str:
     return f"{cycles}: {layers} -> {main}"
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    """Formats every pydantic error as ``source: field.path: message``, joined by ``; ``."""
-    messages = []
-    for found in error.errors():
-        path = ".".join(str(part) for part in found["loc"])
-        message = found["msg"].removeprefix("Value error, ")
-        if found["type"] in {"extra_forbidden", "unexpected_keyword_argument"}:
-            message = "unknown field"
-        elif found["type"] in {"missing", "missing_argument"}:
-            message = "required field is missing"
-        # a cross-field check has no path; its message starts with the field path
-        messages.append(f"{path}: {message}" if path else message)
-    return f"{source}: " + "; ".join(dict.fromkeys(messages))
-
-
 def placeholder_errors(config: MoAConfig) -> list[str]:
     """``field: message`` for each prompt that would get earlier answers but has no placeholder.
 
@@ -182,11 +168,11 @@ def config_from_dict(data: Any, source: str = "<config>") -> MoAConfig:
         ConfigError: The data is invalid; the message names ``source`` and the field.
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {kind_of(data)}")
     try:
         config = _CONFIG_ADAPTER.validate_python(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(source, error)) from None
+        raise ConfigError(format_validation_error(source, error, MoAConfig, ("task",))) from None
     return config
 
 
@@ -231,11 +217,11 @@ def config_from_workshop(data: Any, source: str = "<workshop json>") -> MoAConfi
         ConfigError: The data is invalid; the message names ``source`` and the field.
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a JSON object at the top level")
+        raise ConfigError(f"{source}: expected a JSON object at the top level, got {kind_of(data)}")
     try:
         workshop = _WORKSHOP_ADAPTER.validate_python(data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(source, error)) from None
+        raise ConfigError(format_validation_error(source, error, _WorkshopFile)) from None
     ai = workshop.ai_configuration
     ours = {
         "main": {
@@ -258,7 +244,7 @@ def config_from_workshop(data: Any, source: str = "<workshop json>") -> MoAConfi
     try:
         config = _CONFIG_ADAPTER.validate_python(ours)
     except ValidationError as error:
-        text = format_validation_error(source, error)
+        text = format_validation_error(source, error, MoAConfig)
         for ours_name, theirs in _WORKSHOP_NAMES:
             text = text.replace(f": {ours_name}", f": {theirs}").replace(
                 f"; {ours_name}", f"; {theirs}"
@@ -321,9 +307,7 @@ def load_config(path: str | Path) -> MoAConfig:
         problems = placeholder_errors(config)
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+            data = json.loads(read_text(path, ConfigError))
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}: invalid JSON: line {error.lineno}: {error.msg}") from None
         config = config_from_workshop(data, str(path))
@@ -398,5 +382,5 @@ def save_config(config: MoAConfig, path: str | Path, task: TaskRef | None = None
             task_companion(path).write_text(companion, encoding="utf-8")
     else:
         data = {**named, **config_to_dict(config)}
-        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        text = dump_yaml(data)
     path.write_text(text, encoding="utf-8")

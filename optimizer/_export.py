@@ -31,6 +31,7 @@ from optimizer._config import (
 )
 from optimizer._errors import UserError
 from optimizer._taskref import TASK_ATTR, TaskRef
+from optimizer._yamlfile import dump_yaml
 
 __all__ = [
     "CONFIRM_ATTR_PREFIX",
@@ -185,7 +186,7 @@ def _ours(config: MoAConfig, task: TaskRef | None) -> dict[str, Any]:
 def _render_one(config: MoAConfig, fmt: ExportFormat, task: TaskRef | None) -> str:
     if fmt == "workshop":
         return json.dumps(config_to_workshop(config), indent=2) + "\n"
-    return yaml.safe_dump(_ours(config, task), sort_keys=False, allow_unicode=True)
+    return dump_yaml(_ours(config, task))
 
 
 def render_configs(
@@ -199,9 +200,7 @@ def render_configs(
         return _render_one(configs[0].config, fmt, task)
     if fmt == "workshop":
         return json.dumps([config_to_workshop(c.config) for c in configs], indent=2) + "\n"
-    return yaml.safe_dump_all(
-        [_ours(c.config, task) for c in configs], sort_keys=False, allow_unicode=True
-    )
+    return "---\n".join(dump_yaml(_ours(c.config, task)) for c in configs)
 
 
 def export_configs(

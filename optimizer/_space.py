@@ -49,7 +49,7 @@ from optimizer._config import (
 )
 from optimizer._errors import UserError
 from optimizer._taskref import task_location
-from optimizer._yamlfile import read_yaml
+from optimizer._yamlfile import kind_of, read_yaml
 
 __all__ = [
     "LAYER",
@@ -517,11 +517,11 @@ def space_from_dict(data: Any, source: str = "<space>") -> SearchSpace:
         SpaceError: The data is invalid; the message names ``source`` and the field path.
     """
     if not isinstance(data, dict):
-        raise SpaceError(f"{source}: expected a mapping at the top level")
+        raise SpaceError(f"{source}: expected a mapping at the top level, got {kind_of(data)}")
     try:
         space = _SPACE_ADAPTER.validate_python(data)
     except ValidationError as error:
-        raise SpaceError(format_validation_error(source, error)) from None
+        raise SpaceError(format_validation_error(source, error, SearchSpace)) from None
     problems = _placeholder_errors(space)
     if problems:
         raise SpaceError(f"{source}: " + "; ".join(problems))

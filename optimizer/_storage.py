@@ -33,6 +33,7 @@ __all__ = [
     "default_journal_path",
     "load_study",
     "open_storage",
+    "safe_url",
     "storage_lock",
     "study_names",
 ]
@@ -239,16 +240,45 @@ def open_storage(
             "postgresql://...) nor a journal file (journal:PATH or a path ending in .log)"
         )
     try:
-        rdb = RDBStorage(storage_url)
+        rdb = _rdb_storage(storage_url)
     except ImportError as error:
         postgres = storage_url.startswith("postgres") or "psycopg" in str(error)
         hint = "psycopg (pip install 'moa-optimizer[postgres]')" if postgres else str(error)
         raise StorageError(f"--storage: missing database driver: {hint}") from None
     except Exception as error:  # SQLAlchemy's connection and URL errors
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise StorageError(f"--storage: cannot open {_safe_url(storage_url)}: {first}") from None
+        raise StorageError(f"--storage: cannot open {safe_url(storage_url)}: {first}") from None
     _LOCKS[rdb] = _rdb_lock(rdb)
     return rdb
+
+
+_SCHEMA_LOCK = 0x6D6F6173  # "moas": creating Optuna's tables on PostgreSQL
+
+
+def _rdb_storage(url: str) -> RDBStorage:
+    """Optuna's RDB storage on ``url``; on PostgreSQL its tables are made by one worker at a time.
+
+    Optuna creates missing tables when a storage opens; two workers doing so at the same
+    instant on a fresh database collide in PostgreSQL's catalog (``UniqueViolation`` on
+    ``pg_type_typname_nsp_index``). A session-level advisory lock held while the storage
+    opens makes later workers wait, then find the tables made.
+    """
+    if not url.startswith("postgres"):
+        return RDBStorage(url)
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            key = {"k": _SCHEMA_LOCK}
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), key)
+            try:
+                return RDBStorage(url)
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), key)
+    finally:
+        engine.dispose()
 
 
 def _journal(path: Path) -> Journal:
@@ -368,7 +398,7 @@ def _not_found(study_name: str, names: list[str]) -> str:
     return f"--study: no study named {study_name!r}; existing studies: {known}"
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, host = rest.rpartition("@")

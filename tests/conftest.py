@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -32,6 +33,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit(f"bubblewrap cannot run here: {isolation.detail}", returncode=3)
     if not os.environ.get("MOA_TEST_POSTGRES_URL"):
         pytest.exit("PostgreSQL did not start: MOA_TEST_POSTGRES_URL is not set", returncode=3)
+    if shutil.which("chromium") is None:
+        pytest.exit("Chromium is not installed: scripts/setup chromium", returncode=3)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium, for tests that render HTML; outside ``make test`` they skip without."""
+    found = shutil.which("chromium")
+    if found is None:
+        if strict():
+            pytest.fail("Chromium is not installed: run the tests with `make test`")
+        pytest.skip("no Chromium (scripts/setup chromium installs it)")
+    return found
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,15 +17,19 @@ def moa_opt(
     env: dict[str, str] | None = None,
     timeout: float = 600,
     stdin: str | None = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Runs ``python -m optimizer ARGS`` in ``cwd`` (``stdin`` its input); returns its output."""
+    """Runs ``python -m optimizer ARGS`` in ``cwd`` (``stdin`` its input); returns its output.
+
+    ``prefix`` is a command that runs it (``setpriv ...``).
+    """
     full_env = {
         k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "MOA_BASE_URL"
     }
     full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "optimizer", *args],
+        [*prefix, sys.executable, "-m", "optimizer", *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

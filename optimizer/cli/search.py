@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
-import yaml
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
@@ -33,6 +32,7 @@ from optimizer._study import (
     summary_dict,
 )
 from optimizer._taskref import task_ref
+from optimizer._yamlfile import dump_yaml
 from optimizer.cli._common import (
     add_model_flags,
     add_sandbox_flag,
@@ -364,8 +364,8 @@ def summary_lines(summary: SearchSummary) -> list[str]:
             f"`moa-opt export --study {summary.study}` writes every config of the front"
         )
     lines.append("Config:")
-    text = yaml.safe_dump(config_to_dict(summary.best_config), sort_keys=False, width=100)
-    lines += ["  " + line for line in text.rstrip().splitlines()]
+    text = dump_yaml(config_to_dict(summary.best_config))
+    lines += ["  " + line if line else "" for line in text.rstrip().splitlines()]
     if summary.exports:
         workshop, ours = summary.exports
         lines.append(f"Exported: {workshop} (workshop JSON), {ours} (YAML)")

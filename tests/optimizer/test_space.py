@@ -291,8 +291,8 @@ def test_every_space_error_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(SpaceError) as raised:
         space_from_dict(data, "s.yaml")
     assert str(raised.value) == (
-        "s.yaml: main.temperatur: unknown field; repeats: Input should be greater than or "
-        "equal to 1; cycles: low (2) > high (1)"
+        "s.yaml: main.temperatur: unknown field (did you mean temperature?); repeats: Input "
+        "should be greater than or equal to 1; cycles: low (2) > high (1)"
     )
 
 

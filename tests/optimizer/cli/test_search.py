@@ -94,6 +94,39 @@ def test_search_runs_the_smoke_space_and_prints_the_summary(tmp_path: Path) -> N
     assert all((tmp_path / t.user_attrs["transcript"]).exists() for t in trials)
 
 
+MULTI_LINE = "You write Python.\nFirst line of rules.\n\nAfter a blank line: {helper_response}"
+
+
+def test_multi_line_prompts_print_and_export_as_literal_blocks(tmp_path: Path) -> None:
+    template = "Earlier answers:\n\n{responses}\n\nFix them."
+    space = space_file(
+        tmp_path,
+        main={"prompts": [MULTI_LINE]},
+        layer_agents={"prompts": [MULTI_LINE]},
+        aggregation_template=[template],
+        mutation={"every": 0},
+    )
+    with OpenAIServer(seed_responder) as server:
+        done = moa_opt(
+            "search", "--space", str(space), "--study", "lit", "--trials", "2",
+            "--base-url", server.base_url, cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    block = ["system_prompt: |-", "  You write Python.", "  First line of rules.", ""]
+    block.append("  After a blank line: {helper_response}")
+    summary = done.stdout.split("Config:\n", 1)[1]
+    assert "\n".join("    " + line if line else "" for line in block) in summary
+    assert "aggregation_template: |-\n    Earlier answers:\n\n    {responses}\n" in summary
+    best = (tmp_path / "runs" / "lit" / "best.yaml").read_text()
+    assert "\n".join("  " + line if line else "" for line in block) in best
+    exported = moa_opt("export", "--study", "lit", "--format", "yaml", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout == best
+    config = yaml.safe_load(best)
+    assert config["main"]["system_prompt"] == MULTI_LINE
+    assert config["aggregation_template"] == template
+
+
 def test_json_summary_and_overrides(tmp_path: Path) -> None:
     with OpenAIServer(seed_responder) as server:
         done = moa_opt(
