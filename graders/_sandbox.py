@@ -32,6 +32,7 @@ import marshal
 import os
 import re
 import secrets
+import select
 import selectors
 import shutil
 import signal
@@ -975,6 +976,9 @@ class _Child:
         if self._sandboxed is not None:
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(self._sandboxed, signal.SIGKILL)
+                # Readable once it has exited, which for a PID namespace's first process is
+                # after every other process in the namespace is gone.
+                select.select([self._sandboxed], [], [], 5.0)
             os.close(self._sandboxed)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
