@@ -18,14 +18,24 @@ __all__ = ["main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the parser with every command registered."""
-    from optimizer.cli import export, grade, models, reproduce, run, search, studies, trials
+    from optimizer.cli import (
+        export,
+        grade,
+        models,
+        reproduce,
+        run,
+        search,
+        studies,
+        trials,
+        validate,
+    )
 
     parser = _Parser(
         prog="moa-opt", description="Search, run and reproduce Mixture-of-Agents configs."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, search, reproduce, export, studies, trials, grade, models):
+    for module in (run, search, reproduce, validate, export, studies, trials, grade, models):
         module.register(commands)
     return parser
 
