@@ -7,8 +7,9 @@ Task parameters (set by the suite loader, ``graders._suite``):
 
 The function is extracted as the other code graders do (target: the entry point) and placed
 after the problem prompt's imports and helper functions, as HumanEval runs prompt plus
-completion. ``check`` runs in its own sandboxed process against a plain-data proxy of the
-candidate (``Sandbox.run_check``), so the candidate cannot forge its verdict.
+completion; the test code gets those helpers too (some checks call them). ``check`` runs in
+its own sandboxed process against a plain-data proxy of the candidate (``Sandbox.run_check``),
+so the candidate cannot forge its verdict.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ class HumanEvalGrader(SandboxedGrader):
         if code is None:
             return _result(False, missing_code_reason(response, entry_point), None)
         context = problem_context(str(task.params.get("problem", "")), entry_point)
-        run = self.sandbox.run_check(context + code, str(task.params["test"]), entry_point)
+        # the problem's helpers are in scope on both sides: its check may call them too
+        test = context + str(task.params["test"])
+        run = self.sandbox.run_check(context + code, test, entry_point)
         if run.load_error is not None:
             return _result(False, f"the code could not be run: {run.load_error}", code, run)
         outcome = run.outcome("check")

@@ -1,0 +1,139 @@
+"""A user's JSONL suite searched on its dev problems and validated on the held-out ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import yaml
+from moa_cli import ROOT, moa_opt
+from openai_server import OpenAIServer
+from optuna.trial import TrialState
+from suite_helpers import PROBLEMS, mentioned, suite_responder, write_suite
+
+from optimizer._storage import open_storage
+
+SMOKE = ROOT / "search_spaces" / "smoke.yaml"
+
+
+def suite_space(tmp_path: Path, every: int = 2) -> Path:
+    write_suite(tmp_path / "mini.jsonl")
+    space = yaml.safe_load(SMOKE.read_text())
+    space["task"] = "mini.jsonl"
+    del space["grader"]  # a suite brings its own
+    space["repeats"] = 1
+    space["main"]["prompts"].append("Be careful: write one correct function. {helper_response}")
+    space["mutation"]["every"] = every
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def load(tmp_path: Path, name: str) -> optuna.Study:
+    storage = open_storage(name, runs_dir=tmp_path / "runs")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_search_sees_dev_only_and_validate_reports_the_held_out_problems(tmp_path: Path) -> None:
+    space = suite_space(tmp_path)
+    with OpenAIServer(suite_responder) as server:
+        searched = moa_opt(
+            "search", "--space", str(space), "--study", "mini", "--trials", "6",
+            "--dev-size", "3", "--split-seed", "2", "--confirm-repeats", "1",
+            "--confirm-top", "2", "--base-url", server.base_url, cwd=tmp_path,
+        )  # fmt: skip
+        assert searched.returncode == 0, searched.stderr
+        search_requests = [r.body for r in server.chat_requests]
+        validated = moa_opt(
+            "validate", "--study", "mini", "--json", "--base-url", server.base_url, cwd=tmp_path
+        )
+        validate_requests = [r.body for r in server.chat_requests][len(search_requests) :]
+    assert validated.returncode == 0, validated.stderr
+    study = load(tmp_path, "mini")
+    split = study.user_attrs["split"]
+    dev = {task_id.split("/")[1] for task_id in split["dev"]}
+    test = {task_id.split("/")[1] for task_id in split["test"]}
+    assert split["seed"] == 2 and len(dev) == 3 and len(test) == 5
+    assert dev | test == set(PROBLEMS) and not dev & test
+    # the search (trials, mutation rounds, the confirm stage) never sent a test problem
+    mutator = [b for b in search_requests if "improve system prompts" in json.dumps(b)]
+    assert mutator, "a mutation round ran"
+    assert any(key.startswith("confirm:") for key in study.user_attrs), "the confirm stage ran"
+    seen = set().union(*(mentioned(body) for body in search_requests))
+    assert seen == dev, seen
+    assert set().union(*(mentioned(body) for body in validate_requests)) == test
+
+    data = json.loads(validated.stdout)
+    assert data["split"] == "test" and data["problems"] == 5
+    names = [row["config"] for row in data["results"]]
+    assert names == ["found", "single-call", "self-consistency", "workshop-default"]
+    for row in data["results"]:
+        assert 0.0 <= row["ci_low"] <= row["pass_at_1"] <= row["ci_high"] <= 1.0
+        assert row["tokens"] > 0 and len(row["runs"]) == 5
+        assert {"answer", "feedback", "score"} <= set(row["runs"][0])
+    found, single = data["results"][0], data["results"][1]
+    # the best config asks carefully (the responder then solves every problem); one plain
+    # call at temperature 0 solves only model-b's even-named problems
+    assert found["pass_at_1"] == 1.0
+    assert single["diff"] == 1.0 - single["pass_at_1"]
+    assert single["diff_low"] <= single["diff"] <= single["diff_high"]
+    stored = study.user_attrs["validate:test"]
+    assert [row["config"] for row in stored["results"]] == names
+    assert "runs" not in stored["results"][0]
+    assert (tmp_path / "runs" / "mini" / "validate" / "test-found.jsonl").is_file()
+
+
+def test_resuming_with_other_split_flags_is_a_one_line_error(tmp_path: Path) -> None:
+    space = suite_space(tmp_path, every=0)
+    with OpenAIServer(suite_responder) as server:
+        args = ("search", "--space", str(space), "--study", "s", "--base-url", server.base_url)
+        first = moa_opt(*args, "--trials", "1", "--dev-size", "2", cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        again = moa_opt(*args, "--trials", "2", "--dev-size", "3", cwd=tmp_path)
+        kept = moa_opt(*args, "--trials", "2", cwd=tmp_path)  # no flags: the stored split
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert again.stderr.startswith(
+        "moa-opt: error: --dev-size: study 's' was split with --dev-size 2, not 3"
+    )
+    assert kept.returncode == 0, kept.stderr
+    assert len(load(tmp_path, "s").user_attrs["split"]["dev"]) == 2
+
+
+def test_instances_are_sampled_and_reported_per_problem(tmp_path: Path) -> None:
+    space = suite_space(tmp_path, every=0)
+    with OpenAIServer(suite_responder) as server:
+        done = moa_opt(
+            "search", "--space", str(space), "--study", "k", "--trials", "4", "--dev-size", "4",
+            "--instances", "2", "--pruner", "wilcoxon", "--base-url", server.base_url,
+            cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    study = load(tmp_path, "k")
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4
+    steps = [sorted(t.intermediate_values) for t in finished]
+    assert all(len(s) == 2 and set(s) <= {0, 1, 2, 3} for s in steps)
+    assert len({tuple(s) for s in steps}) > 1  # a different sample per trial
+    for trial in finished:
+        if trial.state == TrialState.COMPLETE:
+            assert trial.values[0] == sum(trial.intermediate_values.values()) / 2
+
+
+def test_suite_flags_need_a_suite(tmp_path: Path) -> None:
+    done = moa_opt("search", "--space", str(SMOKE), "--dev-size", "3", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "moa-opt: error: --dev-size: only for a suite (a .jsonl task or humaneval)\n"
+    )
+
+
+def test_validate_needs_a_suite_study(tmp_path: Path) -> None:
+    with OpenAIServer(suite_responder) as server:
+        moa_opt(
+            "search", "--space", str(SMOKE), "--study", "plain", "--trials", "1",
+            "--base-url", server.base_url, cwd=tmp_path,
+        )  # fmt: skip
+    done = moa_opt("validate", "--study", "plain", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "study 'plain' has no dev/test split" in done.stderr
