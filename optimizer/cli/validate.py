@@ -9,13 +9,14 @@ import sys
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from rich.table import Table
 
 from graders import GraderError, get_grader, load_tasks
 from optimizer._config import MoAConfig, config_from_dict
 from optimizer._errors import UserError
 from optimizer._evaluate import RunResult, write_transcript
+from optimizer._export import best_configs
 from optimizer._split import SPLIT_ATTR, Split, split_tasks
 from optimizer._storage import DEFAULT_RUNS_DIR, load_study
 from optimizer._taskref import TASK_ATTR, TaskRef, task_ref
@@ -29,7 +30,14 @@ from optimizer.cli._common import (
     require_sandbox,
 )
 
-__all__ = ["INTERVALS", "VALIDATE_ATTR", "best_config", "register"]
+__all__ = [
+    "INTERVALS",
+    "VALIDATE_ATTR",
+    "best_config",
+    "register",
+    "validation_lines",
+    "validations",
+]
 
 VALIDATE_ATTR = "validate"
 """Study user attrs ``validate:<split>``: the last validation on that split."""
@@ -70,26 +78,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def best_config(study: optuna.Study) -> tuple[int, MoAConfig]:
-    """The confirm stage's best trial if it ran, else the complete trial with the best mean.
+    """The config ``export`` exports: the confirm stage's best if it ran, else the best mean.
 
     Raises:
-        UserError: No trial completed.
+        UserError: No trial completed, or a study of several objectives.
     """
-    confirmed = [
-        value
-        for key, value in study.user_attrs.items()
-        if key.startswith("confirm:") and isinstance(value, dict)
-    ]
-    complete = {t.number: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    chosen: FrozenTrial | None = None
-    ranked = sorted(confirmed, key=lambda c: (-float(c["mean"]), int(c["number"])))
-    if ranked and int(ranked[0]["number"]) in complete:
-        chosen = complete[int(ranked[0]["number"])]
-    elif complete:
-        chosen = max(complete.values(), key=lambda t: (t.values[0], -t.number))
-    if chosen is None:
-        raise UserError(f"--study: study {study.study_name!r} has no complete trial yet")
-    return chosen.number, config_from_dict(chosen.user_attrs["config"], f"trial {chosen.number}")
+    chosen = best_configs(study)
+    if len(chosen) != 1:
+        raise UserError(
+            f"--study: study {study.study_name!r} has a Pareto front of {len(chosen)} configs; "
+            "validate takes a single-objective study"
+        )
+    return chosen[0].trial, chosen[0].config
 
 
 def _workshop(study: optuna.Study) -> MoAConfig | None:
@@ -184,6 +184,31 @@ async def _run(
         )  # fmt: skip
     finally:
         await router.aclose()
+
+
+def validations(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """The study's stored validations, by split."""
+    prefix = f"{VALIDATE_ATTR}:"
+    return {
+        key.removeprefix(prefix): value
+        for key, value in sorted(study.user_attrs.items())
+        if key.startswith(prefix) and isinstance(value, dict)
+    }
+
+
+def validation_lines(records: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per stored validation: each config's pass@1 and its 95% interval."""
+    lines = []
+    for split, record in records.items():
+        shown = "; ".join(
+            f"{row['config']} {row['pass_at_1']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+            for row in record.get("results", [])
+        )
+        lines.append(
+            f"validated trial {record.get('trial')} on {split} ({record.get('problems')} "
+            f"problems), pass@1 [95% interval]: {shown}"
+        )
+    return lines
 
 
 def results_table(rows: list[ValidationRow], split: str, trial: int) -> Table:

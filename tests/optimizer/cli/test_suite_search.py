@@ -82,6 +82,14 @@ def test_search_sees_dev_only_and_validate_reports_the_held_out_problems(tmp_pat
     assert [row["config"] for row in stored["results"]] == names
     assert "runs" not in stored["results"][0]
     assert (tmp_path / "runs" / "mini" / "validate" / "test-found.jsonl").is_file()
+    # studies and export show it
+    listed = moa_opt("studies", "--json", cwd=tmp_path)
+    (row,) = json.loads(listed.stdout)
+    assert row["validations"]["test"]["results"][0]["pass_at_1"] == 1.0
+    table = moa_opt("studies", cwd=tmp_path).stdout
+    assert "mini: validated trial" in table and "on test (5 problems)" in table
+    exported = moa_opt("export", "--study", "mini", "--format", "yaml", cwd=tmp_path)
+    assert "pass@1 [95% interval]: found 1.000 [0.566, 1.000]; single-call" in exported.stderr
 
 
 def test_resuming_with_other_split_flags_is_a_one_line_error(tmp_path: Path) -> None:
