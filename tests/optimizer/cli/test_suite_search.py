@@ -100,6 +100,14 @@ def test_resuming_with_other_split_flags_is_a_one_line_error(tmp_path: Path) -> 
         assert first.returncode == 0, first.stderr
         again = moa_opt(*args, "--trials", "2", "--dev-size", "3", cwd=tmp_path)
         kept = moa_opt(*args, "--trials", "2", cwd=tmp_path)  # no flags: the stored split
+        best = str(tmp_path / "runs" / "s" / "best.yaml")
+        url = ("--base-url", server.base_url)
+        one = moa_opt("run", best, "--instance", "mini/negate", "--json", *url, cwd=tmp_path)
+        unpicked = moa_opt("run", best, *url, cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout)["grade"]["max_score"] == 1.0
+    assert "warning" not in one.stderr  # the suite is unchanged: no fingerprint warning
+    assert unpicked.returncode == 2 and unpicked.stderr.endswith("holds 8 problems\n")
     assert again.returncode == 2 and again.stderr.count("\n") == 1
     assert again.stderr.startswith(
         "moa-opt: error: --dev-size: study 's' was split with --dev-size 2, not 3"
