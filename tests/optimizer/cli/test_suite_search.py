@@ -153,3 +153,39 @@ def test_validate_needs_a_suite_study(tmp_path: Path) -> None:
     done = moa_opt("validate", "--study", "plain", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "study 'plain' has no dev/test split" in done.stderr
+
+
+def workshop_only(body: dict[str, object]) -> str:
+    """Solves a problem only for the workshop's main agent (trial 0: its prompt at temperature
+    0.7); answers wrong for the others."""
+    answer = suite_responder(body)
+    system = json.dumps(body["messages"])
+    workshop = "Please implement the requested function" in system and body["temperature"] == 0.7
+    if workshop and "```python" in answer:
+        name = answer.split("def ", 1)[1].split("(", 1)[0]
+        params, _, line, _ = PROBLEMS[name]
+        return f"```python\ndef {name}({params}):\n    {line}\n```\n"
+    return answer.replace("Be careful", "").replace("return ", "return None and ")
+
+
+def test_wilcoxon_prunes_worse_trials_and_their_spending_counts(tmp_path: Path) -> None:
+    space = suite_space(tmp_path, every=0)
+    with OpenAIServer(workshop_only) as server:
+        done = moa_opt(
+            "search", "--space", str(space), "--study", "w", "--trials", "5", "--dev-size", "6",
+            "--pruner", "wilcoxon", "--seed", "0", "--base-url", server.base_url, "--json",
+            cwd=tmp_path,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    study = load(tmp_path, "w")
+    assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].values[0] == 1.0
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.state, t.intermediate_values) for t in study.trials]
+    for trial in pruned:
+        assert trial.user_attrs["mean"] == 0.0
+        assert 4 <= trial.user_attrs["instances_done"] < 6
+        assert len(trial.intermediate_values) == trial.user_attrs["instances_done"]
+        assert trial.user_attrs["tokens"] > 0
+    summary = json.loads(done.stdout)
+    assert summary["spent"]["trials"] == 5  # pruned trials count towards --trials
+    assert summary["spent"]["tokens"] == sum(t.user_attrs["tokens"] for t in study.trials)
