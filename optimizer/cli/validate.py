@@ -56,7 +56,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Evaluate a suite study's best config on the problems its search never saw (the "
             "test split), beside a single call of its main model, self-consistency at equal "
-            "tokens and the workshop default: pass@1 with a 95%% interval, tokens and cost "
+            "tokens and the workshop default: pass@1 with a 95% interval, tokens and cost "
             "per problem, and the paired difference found - baseline with its interval."
         ),
     )
