@@ -1,7 +1,8 @@
 """Graders: score an answer to a task; generated code only ever runs in the sandbox.
 
 ``get_grader(name)`` finds a grader (built-in, entry point, or ``module:attribute``);
-``load_tasks(name)`` reads tasks shipped as data or given as YAML files; ``Sandbox`` runs
+``load_tasks(name)`` reads tasks shipped as data or given as YAML files, and suites
+(``humaneval`` or a JSONL file of HumanEval-style problems); ``Sandbox`` runs
 untrusted code in an isolated process.
 """
 
@@ -18,6 +19,7 @@ from graders._function120 import (
     Function120Grader,
     Function120Test,
 )
+from graders._humaneval import HumanEvalGrader
 from graders._isolation import UNISOLATED_ENV, IsolationCheck, check_isolation
 from graders._judge import JudgeGrader, JudgeVerdict, judge_messages, parse_verdict
 from graders._preflight import missing_dependencies, preflight
@@ -39,6 +41,7 @@ from graders._sandbox import (
     SandboxLimits,
     SandboxRun,
 )
+from graders._suite import HUMANEVAL, is_suite, load_suite, suite_name
 from graders._tasks import list_tasks, load_task, load_tasks
 from graders._text import safe_text
 from graders._values import Opaque, decode_value, encode_value
@@ -47,6 +50,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "EXPECTED_AVERAGE",
     "FUNCTION120_TESTS",
+    "HUMANEVAL",
     "NO_RULES",
     "UNISOLATED_ENV",
     "WORKSHOP_RULES",
@@ -60,6 +64,7 @@ __all__ = [
     "GradeResult",
     "GraderError",
     "GraderInfo",
+    "HumanEvalGrader",
     "IsolationCheck",
     "JudgeGrader",
     "JudgeVerdict",
@@ -81,9 +86,11 @@ __all__ = [
     "find_answers",
     "get_grader",
     "grader_type",
+    "is_suite",
     "judge_messages",
     "list_graders",
     "list_tasks",
+    "load_suite",
     "load_task",
     "load_tasks",
     "missing_code_reason",
@@ -93,4 +100,5 @@ __all__ = [
     "preflight",
     "safe_text",
     "strip_thinking",
+    "suite_name",
 ]

@@ -28,6 +28,7 @@ _BUILTIN = {
     "pytest": "graders._pytest_grader:PytestGrader",
     "exact": "graders._exact:ExactGrader",
     "judge": "graders._judge:JudgeGrader",
+    "humaneval": "graders._humaneval:HumanEvalGrader",
 }
 
 

@@ -35,6 +35,7 @@ import yaml
 from graders._base import BaseGrader, Task
 from graders._errors import GraderError
 from graders._registry import grader_type
+from graders._suite import is_suite, load_suite
 
 __all__ = ["list_tasks", "load_task", "load_tasks"]
 
@@ -60,7 +61,9 @@ def list_tasks() -> tuple[str, ...]:
 
 
 def load_tasks(name_or_path: str | os.PathLike[str]) -> tuple[Task, ...]:
-    """Loads a task file: a shipped task's name, ``name/instance``, or a path to a YAML file.
+    """Loads a task: a shipped task's name, ``name/instance``, a YAML file, or a suite.
+
+    A suite is ``humaneval`` or a ``.jsonl`` file (see ``graders._suite``).
 
     Returns:
         One Task per instance (one Task for a file without instances).
@@ -70,6 +73,8 @@ def load_tasks(name_or_path: str | os.PathLike[str]) -> tuple[Task, ...]:
             file and the field.
     """
     text = os.fspath(name_or_path)
+    if is_suite(text):
+        return load_suite(text)
     if isinstance(name_or_path, os.PathLike) or text.endswith((".yaml", ".yml")):
         path = Path(text)
         if not path.is_file():
@@ -79,7 +84,8 @@ def load_tasks(name_or_path: str | os.PathLike[str]) -> tuple[Task, ...]:
     shipped = list_tasks()
     if name not in shipped:
         raise GraderError(
-            f"unknown task {name!r}; shipped tasks: {', '.join(shipped)}; or give a .yaml path"
+            f"unknown task {name!r}; shipped tasks: {', '.join(shipped)}; suites: humaneval; "
+            "or give a .yaml or .jsonl path"
         )
     source = next(
         _task_dir().joinpath(f"{name}{suffix}")

@@ -27,9 +27,11 @@ from optimizer._objective import Objective, parse_objectives
 from optimizer._prompts import PromptPool, PromptVariant, mutation_round
 from optimizer._reproduce import Reproduction, reproduce
 from optimizer._space import SearchSpace, SpaceError, load_space
+from optimizer._split import Split, make_split
 from optimizer._storage import StorageError, StudyNotFoundError, load_study, open_storage
 from optimizer._study import Search, SearchSummary
 from optimizer._taskref import TaskRef, task_ref
+from optimizer._validate import ValidationRow, validate_configs
 
 __all__ = [
     "DEFAULT_AGGREGATION_TEMPLATE",
@@ -53,10 +55,12 @@ __all__ = [
     "SearchSpace",
     "SearchSummary",
     "SpaceError",
+    "Split",
     "StorageError",
     "StudyNotFoundError",
     "TaskRef",
     "UserError",
+    "ValidationRow",
     "best_configs",
     "check_context",
     "common_failures",
@@ -70,6 +74,7 @@ __all__ = [
     "load_config_task",
     "load_space",
     "load_study",
+    "make_split",
     "mutation_round",
     "open_storage",
     "parse_objectives",
@@ -78,5 +83,6 @@ __all__ = [
     "save_config",
     "task_companion",
     "task_ref",
+    "validate_configs",
     "write_transcript",
 ]

@@ -19,6 +19,7 @@ from graders._base import BaseGrader, Task
 from optimizer._catalog import Catalog, check_context
 from optimizer._config import MoAConfig, config_from_dict, config_to_dict
 from optimizer._evaluate import Evaluation, RunResult, evaluate, write_transcript
+from optimizer._instances import InstanceReporter, InstanceSampling
 from optimizer._space import PromptChooser, SearchSpace
 from optimizer._storage import batched_writes
 from optimizer.providers import Router
@@ -116,6 +117,8 @@ class Objective:
         study_dir: Where transcripts go (``trials/<number>.jsonl``).
         objectives: Values returned, in order (see :data:`OBJECTIVES`).
         seed: Base sampling seed; repeat ``r`` uses ``seed + r``.
+        sampling: For a suite: each trial evaluates these of ``tasks``, reporting each
+            problem's score to the trial (for a pruner); None: every task, no reports.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class Objective:
         study_dir: Path,
         objectives: Sequence[str] = ("score",),
         seed: int = 0,
+        sampling: InstanceSampling | None = None,
     ) -> None:
         self.space = space
         self.tasks = tuple(tasks)
@@ -138,6 +142,7 @@ class Objective:
         self.study_dir = study_dir
         self.objectives = tuple(objectives)
         self.seed = seed
+        self.sampling = sampling
 
     async def __call__(
         self,
@@ -169,16 +174,24 @@ class Objective:
         if reason is not None:
             raise optuna.TrialPruned(reason)
 
+        tasks = self.tasks
+        reporter = None
+        if self.sampling is not None:
+            tasks = self.sampling.choose(self.tasks, trial.number)
+            reporter = InstanceReporter(trial, self.tasks, self.space.repeats, len(tasks))
+
         def seen(result: RunResult) -> None:
             spend.add(result)
             if on_result is not None:
                 on_result(result)
+            if reporter is not None:
+                reporter(result)  # raises TrialPruned when the pruner stops the trial
 
         async with slot or contextlib.nullcontext():
             try:
                 evaluation = await evaluate(
                     config,
-                    self.tasks,
+                    tasks,
                     self.router,
                     self.grader,
                     repeats=self.space.repeats,

@@ -125,7 +125,8 @@ def results_table(reproductions: Sequence[Reproduction]) -> Table:
 
 
 def reproduction_json(reproductions: Sequence[Reproduction]) -> dict[str, Any]:
-    """The JSON printed by ``--json``: each config with its statistics and per-run scores."""
+    """The JSON printed by ``--json``: each config, its statistics, and every run's score,
+    final answer and grader feedback."""
     return {
         "configs": [
             {
@@ -140,6 +141,8 @@ def reproduction_json(reproductions: Sequence[Reproduction]) -> dict[str, Any]:
                         "score": run.grade.score,
                         "max_score": run.grade.max_score,
                         "cached_calls": run.moa.cache_hits,
+                        "answer": run.moa.answer,
+                        "feedback": run.grade.feedback,
                     }
                     for run in r.evaluation.runs
                 ],

@@ -44,6 +44,7 @@ from optimizer._config import MoAConfig, config_from_dict, config_to_dict, save_
 from optimizer._errors import UserError
 from optimizer._evaluate import evaluate, write_transcript
 from optimizer._failures import FailureCause, common_failures
+from optimizer._instances import InstanceSampling, make_pruner
 from optimizer._objective import (
     DIRECTIONS,
     Objective,
@@ -54,6 +55,7 @@ from optimizer._objective import (
 )
 from optimizer._prompts import MUTATION_SPEND_PREFIX, PromptPool, mutation_round
 from optimizer._space import SearchSpace
+from optimizer._split import Split, store_split
 from optimizer._storage import storage_lock
 from optimizer._taskref import TASK_ATTR, TaskRef, changed_parts
 from optimizer.providers import Router
@@ -482,6 +484,10 @@ class Search:
         observer: Called with a :class:`Status` as the search goes.
         task: The task's identity and fingerprint, stored in the study (a resumed study
             whose task changed is refused) and written into the exported configs.
+        split: A suite's dev/test split, stored in a new study (``tasks`` are its dev
+            problems: trials, mutation and confirm see nothing else).
+        sampling: For a suite: the problems each trial evaluates, reported one by one.
+        pruner: ``none`` or ``wilcoxon`` (stops trials clearly worse than the best).
     """
 
     def __init__(
@@ -505,6 +511,9 @@ class Search:
         confirm_top: int = 3,
         observer: Callable[[Status], None] | None = None,
         task: TaskRef | None = None,
+        split: Split | None = None,
+        sampling: InstanceSampling | None = None,
+        pruner: str = "none",
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
@@ -525,6 +534,8 @@ class Search:
         self.confirm_top = confirm_top
         self.observer = observer
         self.task = task
+        self.split = split
+        self.pruner = pruner
         self.objective = Objective(
             space=space,
             tasks=self.tasks,
@@ -534,6 +545,7 @@ class Search:
             study_dir=study_dir,
             objectives=self.objectives,
             seed=seed or 0,
+            sampling=sampling,
         )
         self._interrupt: str | None = None
         self._hard_stop = False
@@ -583,6 +595,7 @@ class Search:
             sampler=sampler,
             directions=directions,
             load_if_exists=True,
+            pruner=make_pruner(self.pruner),
         )
         key = _space_key(self.space)
         with storage_lock(self.storage)():
@@ -598,6 +611,8 @@ class Search:
                 )
             if self.task is not None:
                 self._check_task(study, attrs.get(TASK_ATTR))
+            if self.split is not None:
+                store_split(study, self.split)
         return study
 
     def _check_task(self, study: optuna.Study, stored: Any) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from graders._base import Task
+from graders._suite import is_suite, suite_name
 
 __all__ = ["TASK_ATTR", "TaskRef", "changed_parts", "task_location", "task_ref"]
 
@@ -66,14 +67,15 @@ class TaskRef:
 
 
 def task_location(task: str, base: Path | None = None) -> str:
-    """Where a task comes from: a shipped name as given, or a ``.yaml`` file's absolute path.
+    """Where a task comes from: a shipped name as given, or a file's absolute path.
 
     Args:
-        task: A shipped task's name (``name/instance`` too) or a path to a task file.
+        task: A shipped task's name (``name/instance`` too), ``humaneval``, or a path to a
+            task file (``.yaml``) or a suite (``.jsonl``).
         base: The folder a relative path is taken from (a space file's folder); None: the
             working directory.
     """
-    if not task.endswith((".yaml", ".yml")):
+    if not task.endswith((".yaml", ".yml", ".jsonl")):
         return task
     path = Path(task).expanduser()
     if not path.is_absolute() and base is not None:
@@ -105,11 +107,15 @@ def _task_parts(task: Task, prefix: str) -> dict[str, Any]:
 def task_ref(tasks: Sequence[Task], source: str) -> TaskRef:
     """The identity and fingerprint of a task's instances, loaded from ``source``."""
     raw: dict[str, Any] = {"instances": [task.name for task in tasks]}
+    suite = is_suite(source)
     for task in tasks:
+        if suite:  # a suite's task ids need not share a prefix: one part per problem
+            raw[f"problem {task.name}"] = _task_parts(task, "")
+            continue
         _, _, instance = task.name.partition("/")
         raw.update(_task_parts(task, f"instance {instance}: " if len(tasks) > 1 else ""))
     parts = {label: _digest(value)[:16] for label, value in raw.items()}
-    name = tasks[0].name.partition("/")[0] if tasks else ""
+    name = suite_name(source) if suite else tasks[0].name.partition("/")[0] if tasks else ""
     return TaskRef(name, source, f"sha256:{_digest(parts)}", parts)
 
 

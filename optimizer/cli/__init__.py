@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         search,
         studies,
         trials,
+        validate,
     )
 
     parser = _Parser(
@@ -35,7 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (run, search, reproduce, export, report, studies, trials, grade, models):
+    for module in (
+        run,
+        search,
+        reproduce,
+        validate,
+        export,
+        report,
+        studies,
+        trials,
+        grade,
+        models,
+    ):
         module.register(commands)
     return parser
 

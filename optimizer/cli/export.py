@@ -16,6 +16,7 @@ from optimizer._export import (
     workshop_losses,
 )
 from optimizer._storage import DEFAULT_RUNS_DIR, load_study
+from optimizer.cli.validate import validation_lines, validations
 
 __all__ = ["handle", "register"]
 
@@ -56,6 +57,8 @@ def handle(args: argparse.Namespace) -> int:
     chosen = best_configs(study)
     task = study_task(study)
     fmt = format_for_path(args.output, args.format)
+    for line in validation_lines(validations(study)):
+        print(line, file=sys.stderr)
     for exported in chosen:
         mean = "" if exported.mean is None else f" mean {exported.mean:.4g}"
         if exported.repeats is not None:

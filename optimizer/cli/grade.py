@@ -18,8 +18,11 @@ from graders import (
     get_grader,
     list_graders,
     load_task,
+    load_tasks,
     missing_dependencies,
 )
+from graders._base import Task
+from graders._suite import is_suite
 from optimizer._errors import UserError
 from optimizer.cli._common import add_sandbox_flag, console
 
@@ -43,7 +46,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--task",
         default="challenge",
         metavar="NAME",
-        help="a shipped task, name/instance, or a task .yaml file (default: challenge)",
+        help="a shipped task, name/instance, a task .yaml file, or a suite (humaneval or a "
+        ".jsonl file; with --instance) (default: challenge)",
+    )
+    grade.add_argument(
+        "--instance",
+        metavar="TASK_ID",
+        help="the problem of a suite to grade on (its task_id, e.g. HumanEval/0)",
     )
     grade.add_argument(
         "--grader",
@@ -74,7 +83,7 @@ def handle_grade(args: argparse.Namespace) -> int:
     except OSError as error:
         raise UserError(f"{args.file}: cannot read: {error.strerror}") from error
     try:
-        task = load_task(args.task)
+        task = _choose_task(args.task, args.instance)
         grader = get_grader(args.grader or task.grader)
         for module in missing_dependencies(grader):
             raise UserError(
@@ -91,6 +100,30 @@ def handle_grade(args: argparse.Namespace) -> int:
     else:
         _print_result(result, f"{task.name} graded by {grader.name}")
     return 0
+
+
+def _choose_task(location: str, instance: str | None) -> Task:
+    """``--task``, or the ``--instance`` problem of a suite.
+
+    Raises:
+        UserError: ``--instance`` missing for a suite, given for a task that is not one, or
+            naming no problem of the suite.
+        GraderError: The task cannot be loaded.
+    """
+    if not is_suite(location):
+        if instance is not None:
+            raise UserError("--instance: only for a suite (humaneval or a .jsonl file)")
+        return load_task(location)
+    tasks = load_tasks(location)
+    if instance is None:
+        raise UserError(
+            f"--instance: required for a suite; {location} holds {len(tasks)} problems "
+            f"({', '.join(t.name for t in tasks[:3])}{', ...' if len(tasks) > 3 else ''})"
+        )
+    for task in tasks:
+        if task.name == instance:
+            return task
+    raise UserError(f"--instance: {location} holds no problem with task_id {instance!r}")
 
 
 def handle_graders(args: argparse.Namespace) -> int:

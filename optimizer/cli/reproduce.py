@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from graders._base import BaseGrader, Task
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, load_config
 from optimizer._errors import UserError
-from optimizer._evaluate import RunResult
+from optimizer._evaluate import RunResult, write_transcript
 from optimizer._reproduce import (
     Reproduction,
     context_warnings,
@@ -24,6 +25,7 @@ from optimizer._reproduce import (
     reproduction_json,
     results_table,
 )
+from optimizer._storage import DEFAULT_RUNS_DIR
 from optimizer.cli._common import (
     add_model_flags,
     add_sandbox_flag,
@@ -35,10 +37,12 @@ from optimizer.cli._common import (
 )
 from optimizer.providers import Router
 
-__all__ = ["DEFAULT_TASK", "handle", "load_grader_and_tasks", "register"]
+__all__ = ["DEFAULT_TASK", "REPRODUCE_DIR", "handle", "load_grader_and_tasks", "register"]
 
 DEFAULT_TASK = "challenge"
 """The task of a config that names none."""
+REPRODUCE_DIR = DEFAULT_RUNS_DIR / "reproduce"
+"""Where each ``reproduce`` keeps its transcripts (``<date>-<time>/<n>-<config>.jsonl``)."""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -122,6 +126,13 @@ def handle(args: argparse.Namespace) -> int:
     for warning in context_warnings(configs, tasks, catalog):
         err.print(f"[yellow]warning:[/] may not fit: {warning}", highlight=False)
     results = asyncio.run(_run(configs, tasks, grader, catalog, args, err))
+    folder = REPRODUCE_DIR / time.strftime("%Y%m%d-%H%M%S")
+    for number, result in enumerate(results):
+        extra = {"reproduce": result.name, "task": chosen.location}
+        write_transcript(
+            folder / f"{number}-{Path(result.name).stem}.jsonl", result.evaluation, extra
+        )
+    err.print(f"transcripts: {folder}/", highlight=False, soft_wrap=True)
     if args.json:
         print(json.dumps(reproduction_json(results), indent=2))
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from graders import BaseGrader, GraderError, GradeResult, SandboxError, Task
+from graders import BaseGrader, GraderError, GradeResult, SandboxError, Task, is_suite
 from optimizer._config import MoAConfig, load_config
 from optimizer._errors import UserError
 from optimizer._moa import MoAResult, run_moa
@@ -48,6 +48,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     source.add_argument("--prompt", metavar="TEXT", help="the task prompt itself (not graded)")
     parser.add_argument(
+        "--instance",
+        metavar="TASK_ID",
+        help="the problem of a suite to run on (its task_id, e.g. HumanEval/0)",
+    )
+    parser.add_argument(
         "--sample", type=nonnegative_int, default=0, help="sample index (distinct cache entry)"
     )
     parser.add_argument(
@@ -72,6 +77,15 @@ def _task(args: argparse.Namespace, err: Console) -> tuple[Task, BaseGrader] | N
     if chosen is None:
         raise UserError(f"--task or --prompt: required ({args.config} names no task)")
     grader, tasks = load_grader_and_tasks(chosen.location, None)
+    changed = chosen.changed(tasks)  # the whole task's fingerprint, before picking an instance
+    if args.instance is not None:
+        tasks = tuple(task for task in tasks if task.name == args.instance)
+        if not tasks:
+            raise UserError(f"--instance: {chosen.location} holds no problem {args.instance!r}")
+    if len(tasks) != 1 and is_suite(chosen.location):
+        raise UserError(
+            f"--instance: required; the suite {chosen.location} holds {len(tasks)} problems"
+        )
     if len(tasks) != 1:
         listing = ", ".join(task.name for task in tasks)
         raise UserError(
@@ -79,7 +93,6 @@ def _task(args: argparse.Namespace, err: Console) -> tuple[Task, BaseGrader] | N
         )
     if chosen.note:
         err.print(f"[cyan]note:[/] running on {chosen.note}", highlight=False)
-    changed = chosen.changed(tasks)
     if changed:
         err.print(f"[yellow]warning:[/] {changed}", highlight=False)
     return tasks[0], grader

@@ -11,16 +11,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
+from optuna.storages import BaseStorage
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
 from graders._base import BaseGrader, Task
+from graders._suite import is_suite
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_to_dict, load_config
 from optimizer._errors import UserError
+from optimizer._instances import PRUNERS, InstanceSampling
 from optimizer._objective import parse_objectives
 from optimizer._space import SearchSpace, load_space, space_task_location, task_and_grader
+from optimizer._split import SPLIT_ATTR, Split, choose_split, split_tasks, stored_attr
 from optimizer._storage import DEFAULT_RUNS_DIR, open_storage
 from optimizer._study import (
     SAMPLERS,
@@ -135,6 +139,33 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="K",
         help="how many top trials the confirm stage re-evaluates (default 3)",
     )
+    suite = parser.add_argument_group("suites (a .jsonl task or humaneval)")
+    suite.add_argument(
+        "--dev-size",
+        type=positive_int,
+        metavar="N",
+        help="problems the search may see; the rest are kept for validate (default: a "
+        "quarter of the suite; fixed when the study is created)",
+    )
+    suite.add_argument(
+        "--split-seed",
+        type=int,
+        metavar="S",
+        help="seed of the dev/test split (default 0; fixed when the study is created)",
+    )
+    suite.add_argument(
+        "--instances",
+        type=positive_int,
+        metavar="K",
+        help="evaluate a seeded sample of K dev problems per trial (default: all)",
+    )
+    suite.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        default="none",
+        help="wilcoxon: stop a trial once it is clearly worse than the best, problem by "
+        "problem (Optuna's WilcoxonPruner; default none)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_model_flags(parser)
     add_sandbox_flag(parser)
@@ -197,6 +228,7 @@ def handle(args: argparse.Namespace) -> int:
     check_task(tasks, grader, location)
     name = study_name(args)
     storage = open_storage(name, args.storage)
+    search_tasks, split, sampling = suite_setup(args, tasks, location, storage, name, objectives)
     baselines = baselines_from(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     err = Console(stderr=True)
@@ -207,7 +239,7 @@ def handle(args: argparse.Namespace) -> int:
         study_name=name,
         storage=storage,
         study_dir=DEFAULT_RUNS_DIR / name,
-        tasks=tasks,
+        tasks=search_tasks,
         grader=grader,
         router=router,
         catalog=Catalog.load(),
@@ -221,6 +253,9 @@ def handle(args: argparse.Namespace) -> int:
         confirm_top=args.confirm_top,
         observer=display.update,
         task=task_ref(tasks, location),
+        split=split,
+        sampling=sampling,
+        pruner=args.pruner,
     )
 
     async def run() -> SearchSummary:
@@ -243,6 +278,43 @@ def handle(args: argparse.Namespace) -> int:
         sig = signal.SIGTERM if "SIGTERM" in summary.stopped_by else signal.SIGINT
         return 128 + int(sig)
     return 0 if summary.best is not None else 1
+
+
+def suite_setup(
+    args: argparse.Namespace,
+    tasks: Sequence[Task],
+    location: str,
+    storage: BaseStorage,
+    name: str,
+    objectives: Sequence[str],
+) -> tuple[Sequence[Task], Split | None, InstanceSampling | None]:
+    """For a suite: the dev problems the search sees, the study's split and the sampling.
+
+    Raises:
+        UserError: Suite flags for a task that is not a suite, a split that differs from the
+            study's, more ``--instances`` than dev problems, a pruner with two objectives.
+    """
+    if args.pruner != "none" and len(objectives) > 1:
+        raise UserError("--pruner: works with one objective (score), not a Pareto search")
+    if not is_suite(location):
+        for flag, value in (
+            ("--dev-size", args.dev_size),
+            ("--split-seed", args.split_seed),
+            ("--instances", args.instances),
+        ):
+            if value is not None:
+                raise UserError(f"{flag}: only for a suite (a .jsonl task or humaneval)")
+        if args.pruner != "none":
+            raise UserError("--pruner: only for a suite (a .jsonl task or humaneval)")
+        return tasks, None, None
+    stored = stored_attr(storage, name, SPLIT_ATTR)
+    split = choose_split(stored, [t.name for t in tasks], args.dev_size, args.split_seed, name)
+    if args.instances is not None and args.instances > len(split.dev):
+        raise UserError(
+            f"--instances: at most the {len(split.dev)} dev problems, got {args.instances}"
+        )
+    sampling = InstanceSampling(args.instances, args.seed or 0)
+    return split_tasks(tasks, split.dev), split, sampling
 
 
 def check_task(tasks: Sequence[Task], grader: BaseGrader, location: str) -> None:

@@ -9,7 +9,7 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from rich.table import Table
 from optimizer._storage import DEFAULT_RUNS_DIR, JOURNAL_FILE, load_study, open_storage
 from optimizer._study import failed_run
 from optimizer._taskref import TASK_ATTR, TaskRef
+from optimizer.cli.validate import validation_lines, validations
 
 __all__ = ["StudyRow", "register", "study_rows"]
 
@@ -62,6 +63,7 @@ class StudyRow:
         last: When its latest trial started, ISO format, or "".
         task: The task's name, or "" for a study that did not record it.
         task_source: The shipped task's name or the task file's path, or "".
+        validations: ``moa-opt validate``'s stored results, by split.
     """
 
     study: str
@@ -76,6 +78,7 @@ class StudyRow:
     last: str
     task: str = ""
     task_source: str = ""
+    validations: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the JSON form."""
@@ -92,6 +95,7 @@ class StudyRow:
             "last": self.last,
             "task": self.task,
             "task_source": self.task_source,
+            "validations": self.validations,
         }
 
 
@@ -120,6 +124,7 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
                 last=max(starts).isoformat(timespec="seconds") if starts else "",
                 task="" if task is None else task.name,
                 task_source="" if task is None else task.source,
+                validations=validations(study),
             )
         )
     return rows
@@ -168,6 +173,9 @@ def handle(args: argparse.Namespace) -> int:
         )
     out = Console()
     out.print(table)
+    for row in rows:
+        for line in validation_lines(row.validations):
+            out.print(f"{row.study}: {line}", highlight=False, soft_wrap=True)
     for where in dict.fromkeys(row.storage for row in rows):
         out.print(f"storage: {where}", highlight=False, soft_wrap=True)
     return 0

@@ -18,6 +18,7 @@ from optimizer._space import (
     SpaceError,
     load_space,
     space_from_dict,
+    task_and_grader,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,13 @@ def test_shipped_spaces_load_with_their_task_and_grader(name: str) -> None:
     space = load_space(SPACES / f"{name}.yaml")
     assert space.task == "challenge" and space.grader == "function120"
     assert space.layer_agents is not None and space.cycles.high >= 1
+
+
+def test_the_humaneval_space_names_the_suite_and_no_grader() -> None:
+    space = load_space(SPACES / "humaneval-local.yaml")
+    assert (space.task, space.grader) == ("humaneval", None)
+    tasks, grader = task_and_grader(space, str(SPACES / "humaneval-local.yaml"))
+    assert len(tasks) == 164 and grader.name == "humaneval"
 
 
 def test_local_space_searches_the_two_embedded_models_with_small_max_tokens() -> None:

@@ -115,6 +115,25 @@ def test_reproduce_prints_every_statistic_side_by_side(
     assert "[4/4]" in done.stderr and "repeat 1" in done.stderr
 
 
+def test_json_and_transcripts_say_why_each_run_scored_what_it_did(
+    tmp_path: Path, code_server: OpenAIServer
+) -> None:
+    write_yaml(tmp_path / "c.yaml")
+    runs = reproduce_json(tmp_path, code_server, "c.yaml", repeats=2)["configs"][0]["runs"]
+    assert [run["answer"] for run in runs] == [GOOD, NAIVE]
+    assert runs[0]["feedback"] == "Score 120/120: every test passed."
+    assert (
+        runs[1]["feedback"].startswith("Score ")
+        and "handles_division_by_zero" in runs[1]["feedback"]
+    )
+    (folder,) = (tmp_path / "runs" / "reproduce").iterdir()
+    lines = [json.loads(line) for line in (folder / "0-c.jsonl").read_text().splitlines()]
+    grades = [line for line in lines if line["type"] == "grade"]
+    assert [g["answer"] for g in grades] == [GOOD, NAIVE]
+    assert lines[0]["reproduce"] == "c.yaml" and lines[0]["scores"] == [120.0, runs[1]["score"]]
+    assert sum(line["type"] == "call" for line in lines) == 4
+
+
 def test_rerun_is_cached_and_gives_the_same_scores(
     tmp_path: Path, code_server: OpenAIServer
 ) -> None:
