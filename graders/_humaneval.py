@@ -25,16 +25,6 @@ from graders._sandbox import SandboxedGrader, SandboxRun
 
 __all__ = ["HumanEvalGrader", "problem_context"]
 
-_BIND = """
-
-def _moa_check_binding_{name}(candidate, _check=check):
-    globals()[{name!r}] = candidate
-    return _check(candidate)
-
-
-check = _moa_check_binding_{name}
-"""
-
 
 def problem_context(problem: str, entry_point: str) -> str:
     """The problem prompt's imports and helper definitions, without the entry point itself."""
@@ -76,9 +66,9 @@ class HumanEvalGrader(SandboxedGrader):
         if code is None:
             return _result(False, missing_code_reason(response, entry_point), None)
         context = problem_context(str(task.params.get("problem", "")), entry_point)
-        # the problem's helpers are in scope on both sides: its check may call them too, and
-        # the entry point by its name (HumanEval/33 does), as when HumanEval runs it all in one
-        test = context + str(task.params["test"]) + _BIND.format(name=entry_point)
+        # the problem's helpers are in scope on both sides: its check may call them too (and
+        # the entry point by its name, which run_check binds), as when HumanEval runs it in one
+        test = context + str(task.params["test"])
         run = self.sandbox.run_check(context + code, test, entry_point)
         if run.load_error is not None:
             return _result(False, f"the code could not be run: {run.load_error}", code, run)

@@ -655,9 +655,18 @@ def _run_check(job: dict[str, Any], channel: _Channel) -> None:
         channel.send({"event": "load_error", "error": f"the test code could not run: {error}"})
         return
     candidate = getattr(module, job["entry_point"])
+    namespace[job["entry_point"]] = candidate  # a check may call it by name, as HumanEval/33's
     channel.send({"event": "collected", "names": ["check"]})
     channel.send({"event": "start", "name": "check"})
-    status, _, error, _ = _run_guarded(guard, job["test_timeout"], lambda: check(candidate))
+
+    def run_check() -> None:
+        try:
+            check(candidate)
+        except AssertionError as failed:  # name the assertion: a bare one says nothing
+            line = _failing_line(failed.__traceback__, test)
+            raise AssertionError(f"{line}: {failed}" if str(failed) else line) from None
+
+    status, _, error, _ = _run_guarded(guard, job["test_timeout"], run_check)
     if status == "returned":
         outcome = "passed"
     elif status == "timeout":
@@ -668,6 +677,18 @@ def _run_check(job: dict[str, Any], channel: _Channel) -> None:
     else:
         outcome = "failed"
     channel.send({"event": "outcome", "name": "check", "status": outcome, "error": error})
+
+
+def _failing_line(traceback: Any, source: str) -> str:
+    """The line of the test code where an assertion failed (cut to 300 characters)."""
+    lineno = 0
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == _CHECK_FILE:
+            lineno = traceback.tb_lineno
+        traceback = traceback.tb_next
+    lines = source.splitlines()
+    line = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else "an assertion"
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def _tail(text: str, limit: int = 1500) -> str:

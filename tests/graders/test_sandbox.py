@@ -620,7 +620,11 @@ def has_close_elements(numbers, threshold):
     ("code", "status", "error"),
     [
         (CLOSE, "passed", ""),
-        (CLOSE.replace("< threshold", "> threshold"), "failed", "AssertionError"),
+        (
+            CLOSE.replace("< threshold", "> threshold"),
+            "failed",
+            "AssertionError: assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.05) == False",
+        ),
         (CLOSE.replace("    for i,", "    while True:\n        pass\n    for i,"), "timeout", ""),
         ("def has_close_elements(n, t):\n    raise KeyboardInterrupt\n", "failed", "Exception"),
     ],
@@ -664,3 +668,9 @@ def test_check_candidate_needs_the_entry_point_and_a_check(bwrap_sandbox: Sandbo
     assert missing.load_error == "the code defines no function named 'has_close'"
     no_check = bwrap_sandbox.run_check(CLOSE, "x = 1\n", "has_close_elements")
     assert no_check.load_error is not None and "defines no function check" in no_check.load_error
+
+
+def test_check_candidate_may_call_the_entry_point_by_name(bwrap_sandbox: Sandbox) -> None:
+    test = "def check(candidate):\n    assert has_close_elements([1.0, 1.05], 0.1)\n"
+    run = bwrap_sandbox.run_check(CLOSE, test, "has_close_elements")
+    assert run.outcomes[0].status == "passed", run.outcomes[0].error
