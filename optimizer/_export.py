@@ -1,8 +1,11 @@
 """Exports a study's best config (or its Pareto front) as workshop JSON or our YAML.
 
-The best config of a single-objective study is the one the search reports: the best
-confirmed trial when the confirm stage ran (study attrs ``confirm:<n>``), else the completed
-trial with the highest score. A multi-objective study exports its whole Pareto front, one
+The best config of a single-objective study is the one the search reports: the config with
+the highest 95% lower confidence bound over its pooled runs among those with at least the
+study's ``incumbent_runs`` runs (see :mod:`optimizer._racing`), never the luckiest single run.
+Its statistics (mean, std, n, bounds, best single run) go beside it: a comment header in our
+YAML, and a ``<stem>.stats.json`` companion file, since the workshop's JSON has no place for
+them and must stay importable. A multi-objective study exports its whole Pareto front, one
 file per config (``-o front.json`` writes ``front-trial12.json``, ``front-trial30.json``...),
 so every file imports into the workshop app on its own; on stdout the front is a JSON list
 (workshop) or a YAML stream of documents.
@@ -29,6 +32,7 @@ from optimizer._config import (
     config_to_workshop,
 )
 from optimizer._errors import UserError
+from optimizer._racing import ConfigRuns, best_config, study_runs
 
 __all__ = [
     "CONFIRM_ATTR_PREFIX",
@@ -39,8 +43,11 @@ __all__ = [
     "export_configs",
     "format_for_path",
     "render_configs",
+    "stats_header",
+    "stats_path",
     "trial_config",
     "workshop_losses",
+    "write_best",
 ]
 
 ExportFormat = Literal["workshop", "yaml"]
@@ -62,7 +69,9 @@ class ExportedConfig:
         values: The trial's objective values.
         mean: Its mean score (the confirm stage's, when it ran).
         repeats: Repeats behind ``mean``, if known.
-        confirmed: Whether ``mean`` comes from the confirm stage.
+        confirmed: Whether ``mean`` comes from the confirm stage (or, for a study with
+            racing, from at least the study's ``incumbent_runs`` pooled runs).
+        runs: Every run of the config in the study, if known.
     """
 
     trial: int
@@ -71,6 +80,7 @@ class ExportedConfig:
     mean: float | None
     repeats: int | None
     confirmed: bool
+    runs: ConfigRuns | None = None
 
 
 def trial_config(trial: FrozenTrial) -> MoAConfig:
@@ -131,6 +141,23 @@ def best_configs(study: optuna.Study) -> list[ExportedConfig]:
         front = sorted((t for t in complete if t.number in numbers), key=lambda t: t.number)
         return [_exported(t, confirmations.get(t.number)) for t in front]
     by_number = {t.number: t for t in complete}
+    racing = study.user_attrs.get("racing")
+    if isinstance(racing, dict):  # a study made with racing: the pooled runs decide
+        need = int(racing.get("incumbent_runs", 3))
+        leader = best_config(study_runs(study), need)
+        if leader is not None and min(leader.trials) in by_number:
+            trial = by_number[min(leader.trials)]
+            return [
+                ExportedConfig(
+                    trial=trial.number,
+                    config=trial_config(trial),
+                    values=tuple(trial.values or ()),
+                    mean=leader.mean,
+                    repeats=leader.n,
+                    confirmed=leader.n >= need,
+                    runs=leader,
+                )
+            ]
     confirmed = [
         (float(c.get("mean", 0.0)), float(c.get("lcb", 0.0)), -n)
         for n, c in confirmations.items()
@@ -191,6 +218,9 @@ def export_configs(
 ) -> list[Path]:
     """Writes one file per config: ``output`` itself for one, ``<stem>-trial<N><suffix>`` else.
 
+    A config whose pooled runs are known also gets ``<stem>.stats.json`` beside it (and a
+    statistics header in YAML).
+
     Returns:
         The files written.
 
@@ -205,10 +235,57 @@ def export_configs(
         targets = [
             output.with_name(f"{output.stem}-trial{c.trial}{output.suffix}") for c in configs
         ]
+    written = []
     for exported, target in zip(configs, targets, strict=True):
+        runs = exported.runs
+        header = "" if runs is None or fmt != "yaml" else stats_header(runs, exported.trial)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(_render_one(exported.config, fmt), encoding="utf-8")
+            target.write_text(header + _render_one(exported.config, fmt), encoding="utf-8")
+            written.append(target)
+            if runs is not None:
+                stats = {"trial": exported.trial, **runs.stats()}
+                companion = stats_path(target)
+                companion.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+                written.append(companion)
         except OSError as error:
             raise ExportError(f"-o: cannot write {target}: {error.strerror or error}") from None
-    return targets
+    return written
+
+
+def stats_path(path: Path) -> Path:
+    """The statistics file beside an exported config: ``best.json`` -> ``best.stats.json``."""
+    return path.with_name(f"{path.stem}.stats.json")
+
+
+def stats_header(runs: ConfigRuns, trial: int) -> str:
+    """YAML comment lines stating the config's pooled statistics beside its best run."""
+    top = f"/{runs.max_score:g}" if runs.max_score else ""
+    trials = ", ".join(map(str, runs.trials))
+    return (
+        f"# Best config (trial {trial}; runs from trials {trials} and the confirm stage).\n"
+        f"# Mean {runs.mean:.4g}{top}, std {runs.std:.3g}, n={runs.n} runs; 95% lower bound "
+        f"{runs.lcb:.4g}; 90% interval [{runs.lcb:.4g}, {runs.ucb:.4g}].\n"
+        f"# Best single run {runs.best:.4g}{top}: one draw, not what to expect.\n"
+    )
+
+
+def write_best(
+    config: MoAConfig, runs: ConfigRuns | None, json_path: Path, trial: int
+) -> tuple[Path, ...]:
+    """Writes the best config as workshop JSON, our YAML (with a statistics header) and,
+    when its runs are known, ``<stem>.stats.json``.
+
+    Returns:
+        The files written: the JSON, the YAML, then the statistics if any.
+    """
+    yaml_path = json_path.with_suffix(".yaml")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(_render_one(config, "workshop"), encoding="utf-8")
+    header = "" if runs is None else stats_header(runs, trial)
+    yaml_path.write_text(header + _render_one(config, "yaml"), encoding="utf-8")
+    if runs is None:
+        return (json_path, yaml_path)
+    stats = stats_path(json_path)
+    stats.write_text(json.dumps({"trial": trial, **runs.stats()}, indent=2) + "\n", "utf-8")
+    return (json_path, yaml_path, stats)

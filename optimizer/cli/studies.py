@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
+from optimizer._racing import best_config, study_runs
 from optimizer._storage import DEFAULT_RUNS_DIR, JOURNAL_FILE, open_storage
 from optimizer._study import failed_run
 
@@ -43,10 +44,14 @@ class StudyRow:
         pruned: Pruned trials.
         failed: Failed trials (not those sampled ahead that never ran).
         running: Running or waiting trials.
-        best: Best mean score, or None.
-        best_trial: Its trial number.
+        best: The best config's pooled mean score, or None.
+        best_trial: The first trial of the best config.
         objectives: The study's objectives.
         last: When its latest trial started, ISO format, or "".
+        std: Standard deviation of the best config's runs.
+        n: Its runs.
+        lcb: The 95% lower confidence bound of its mean.
+        best_run: Its best single run.
     """
 
     study: str
@@ -59,6 +64,10 @@ class StudyRow:
     best_trial: int | None
     objectives: tuple[str, ...]
     last: str
+    std: float | None = None
+    n: int = 0
+    lcb: float | None = None
+    best_run: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the JSON form."""
@@ -73,6 +82,10 @@ class StudyRow:
             "best_trial": self.best_trial,
             "objectives": list(self.objectives),
             "last": self.last,
+            "std": self.std,
+            "n": self.n,
+            "lcb": self.lcb,
+            "best_run": self.best_run,
         }
 
 
@@ -83,8 +96,9 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         states = [t.state for t in trials]
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-        best = max(complete, key=lambda t: (t.values[0], -t.number), default=None)
+        racing = study.user_attrs.get("racing")
+        need = int(racing.get("incumbent_runs", 3)) if isinstance(racing, dict) else 3
+        leader = best_config(study_runs(study), need)
         starts = [t.datetime_start for t in trials if t.datetime_start is not None]
         rows.append(
             StudyRow(
@@ -94,10 +108,14 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
                 pruned=states.count(TrialState.PRUNED),
                 failed=sum(failed_run(t) for t in trials),
                 running=states.count(TrialState.RUNNING) + states.count(TrialState.WAITING),
-                best=None if best is None else best.values[0],
-                best_trial=None if best is None else best.number,
+                best=None if leader is None else leader.mean,
+                best_trial=None if leader is None else min(leader.trials),
                 objectives=tuple(study.user_attrs.get("objectives", ["score"])),
                 last=max(starts).isoformat(timespec="seconds") if starts else "",
+                std=None if leader is None else leader.std,
+                n=0 if leader is None else leader.n,
+                lcb=None if leader is None else leader.lcb,
+                best_run=None if leader is None else leader.best,
             )
         )
     return rows
@@ -126,7 +144,8 @@ def handle(args: argparse.Namespace) -> int:
         print(f"no studies in {where}")
         return 0
     table = Table(title="studies")
-    for column in ("study", "complete", "pruned", "failed", "running", "best mean", "trial"):
+    columns = ("study", "complete", "pruned", "failed", "running", "best mean ± std (n)", "LCB")
+    for column in (*columns, "best run", "trial"):
         table.add_column(column, justify="left" if column == "study" else "right")
     table.add_column("objectives")
     table.add_column("last trial")
@@ -138,7 +157,9 @@ def handle(args: argparse.Namespace) -> int:
             str(row.pruned),
             str(row.failed),
             str(row.running),
-            "-" if row.best is None else f"{row.best:.4g}",
+            "-" if row.best is None else f"{row.best:.4g} ± {row.std or 0:.3g} ({row.n})",
+            "-" if row.lcb is None else f"{row.lcb:.4g}",
+            "-" if row.best_run is None else f"{row.best_run:.4g}",
             "-" if row.best_trial is None else str(row.best_trial),
             ",".join(row.objectives),
             row.last,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import os
 import signal
@@ -15,7 +16,13 @@ import pytest
 import yaml
 from openai_server import Fault, OpenAIServer
 from optuna.trial import TrialState
-from search_helpers import KeywordGrader, keyword_task, seed_responder, system_prompt
+from search_helpers import (
+    KeywordGrader,
+    distinct_words,
+    keyword_task,
+    seed_responder,
+    system_prompt,
+)
 
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_from_dict, load_config
@@ -61,7 +68,9 @@ def smoke(**changes: Any) -> SearchSpace:
 def mutating_responder(body: dict[str, Any]) -> str:
     """The mutator writes prompts that ask for gamma; everything else is seed_responder."""
     if system_prompt(body).startswith("You improve system prompts"):
-        return f"Variant {body.get('seed')}: always mention gamma. {{helper_response}}"
+        digest = hashlib.sha256(str(body.get("seed")).encode()).hexdigest()[:12]
+        words = distinct_words(digest)
+        return f"Variant {body.get('seed')}: always mention gamma; {words}. {{helper_response}}"
     return seed_responder(body)
 
 
@@ -178,8 +187,10 @@ def test_the_sampler_sees_every_finished_trial_from_the_pool_threads(
 def one_call_search(
     tmp_path: Path, server: OpenAIServer, trials: int, workers: int, **options: Any
 ) -> SearchSummary:
-    """A search whose trials make one model call each (no cycles, one repeat)."""
-    space = smoke(cycles=0, repeats=1, mutation={"every": 0})
+    """A search whose trials make one model call each (no cycles, one repeat, no racing)."""
+    space = smoke(
+        cycles=0, repeats=1, mutation={"every": 0}, racing={"incumbent_runs": 1, "max_runs": 1}
+    )
     budget = Budget(trials=trials)
     return run(
         search(tmp_path, server, space, baselines=[], budget=budget, workers=workers, **options)
@@ -339,27 +350,34 @@ def test_confirm_stage_reevaluates_the_top_trials(tmp_path: Path) -> None:
         summary = run(
             search(tmp_path, server, budget=Budget(trials=4), confirm_repeats=4, confirm_top=2)
         )
-        calls = len(server.chat_requests)
         again = run(
             search(tmp_path, server, budget=Budget(trials=4), confirm_repeats=4, confirm_top=2)
         )
-        assert len(server.chat_requests) == calls  # confirmations are stored and reused
     assert len(summary.confirmations) == 2
     for confirmation in summary.confirmations:
-        assert confirmation.repeats == 4 and len(confirmation.scores) == 4
+        # every run of the config pooled: at least the 4 asked for, each a new draw
+        assert confirmation.repeats == len(confirmation.scores) >= 4
         # seed_responder alternates 100 and 60 points on even and odd seeds
         assert sorted(confirmation.scores)[:2] == [60.0, 60.0] or confirmation.mean > 80
         assert confirmation.lcb == pytest.approx(lower_confidence_bound(confirmation.scores))
         assert confirmation.lcb < confirmation.mean
     assert summary.best is not None and summary.best.number == summary.confirmations[0].number
-    assert again.confirmations == summary.confirmations
+    assert (
+        summary.best_runs is not None
+        and summary.best_runs.key == summary.confirmations[0].config_key
+    )
+    first = {c.config_key: c for c in summary.confirmations}
+    for confirmation in again.confirmations:  # stored runs are reused, not made again
+        if confirmation.config_key in first:
+            assert confirmation.scores == first[confirmation.config_key].scores
     study = load(tmp_path)
     mutations = sum(
         v["tokens"] for k, v in study.user_attrs.items() if k.startswith("mutation_spend:")
     )
     trials = sum(t.user_attrs["tokens"] for t in study.trials)
     confirmed = study_spent(study).tokens - trials - mutations
-    assert confirmed == sum(c.tokens for c in summary.confirmations) > 0
+    runs = {c.config_key: c.tokens for c in (*summary.confirmations, *again.confirmations)}
+    assert confirmed == sum(runs.values()) > 0
 
 
 def test_many_mutation_rounds_never_trip_the_categorical_check(tmp_path: Path) -> None:
