@@ -3,8 +3,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -459,3 +461,124 @@ def test_a_study_on_postgresql_is_joined_by_name_and_resumed(
     assert sum("baseline" in t.user_attrs for t in joined.trials) == 1
     assert PromptPool(joined).rounds >= 2
     optuna.delete_study(study_name=name, storage=open_storage(name, postgres_url))
+
+
+# -- racing: a noisy landscape (the same config scores differently per seed) ---------------
+
+
+def two_models(**racing: int) -> SearchSpace:
+    """One prompt, one temperature, no cycles: a trial's config is its main model."""
+    main = {"models": ["steady", "lucky"], "temperature": 0.5, "max_tokens": 64}
+    return smoke(
+        cycles=0,
+        repeats=1,
+        mutation={"every": 0},
+        main={**main, "prompts": ["Answer the task. {helper_response}"]},
+        racing=racing or {"incumbent_runs": 3, "max_runs": 8},
+    )
+
+
+def lucky_landscape(lucky_always: bool) -> Any:
+    """``steady`` scores 100 on even seeds and 60 on odd ones (mean 80); ``lucky`` scores
+    the maximum (120) on seed 0 only and nothing else, or on every seed."""
+
+    def respond(body: dict[str, Any]) -> str:
+        seed = (body.get("seed") or 0) % 1_000_003
+        if body["model"] == "lucky":
+            return "alpha beta gamma" if lucky_always or seed == 0 else "nothing useful"
+        return "alpha beta" if seed % 2 == 0 else "alpha"
+
+    return respond
+
+
+@pytest.mark.parametrize("lucky_always", [False, True], ids=["lucky-once", "truly-better"])
+def test_a_lucky_maximum_becomes_the_best_only_if_its_runs_confirm_it(
+    tmp_path: Path, lucky_always: bool
+) -> None:
+    with OpenAIServer(lucky_landscape(lucky_always)) as server:
+        summary = run(
+            search(
+                tmp_path,
+                server,
+                two_models(),
+                baselines=[],
+                budget=Budget(trials=6),
+                sampler="random",
+                seed=0,
+            )
+        )
+    study = load(tmp_path)
+    by_model = {t.params["main_model"]: t for t in study.trials if t.state == TrialState.COMPLETE}
+    assert set(by_model) == {"steady", "lucky"}  # both were tried
+    lucky_scores = [
+        s for t in study.trials if t.params["main_model"] == "lucky" for s in t.user_attrs["scores"]
+    ]
+    assert 120.0 in lucky_scores  # it did score the maximum
+    assert summary.best_config is not None and summary.best_runs is not None
+    stats = json.loads((tmp_path / "runs" / "smoke" / "best.stats.json").read_text())
+    assert stats["n"] == summary.best_runs.n >= 3
+    if lucky_always:
+        assert summary.best_config.main.model == "lucky"
+        assert summary.best_runs.mean == 120.0
+    else:
+        # racing gave it more runs, which said it was luck: the steady config is exported
+        assert len(lucky_scores) > 1 and min(lucky_scores) == 0.0
+        assert summary.best_config.main.model == "steady"
+        assert summary.best_runs.mean == pytest.approx(stats["mean"])
+        assert stats["mean"] < 100
+        assert stats["best_single_run"] == 100.0
+    exported = load_config(tmp_path / "runs" / "smoke" / "best.yaml")
+    assert exported.main.model == summary.best_config.main.model
+    header = (tmp_path / "runs" / "smoke" / "best.yaml").read_text().splitlines()[1]
+    assert header.startswith(f"# Mean {summary.best_runs.mean:.4g}/120, std ")
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_the_incumbent_always_has_at_least_k_runs(tmp_path: Path, k: int) -> None:
+    seen: list[Status] = []
+    with OpenAIServer(lucky_landscape(False)) as server:
+        summary = run(
+            search(
+                tmp_path,
+                server,
+                two_models(incumbent_runs=k, max_runs=k + 2),
+                baselines=[],
+                budget=Budget(trials=5),
+                sampler="random",
+                seed=1,
+                seen=seen,
+                workers=2,
+            )
+        )
+    leaders = [s.incumbent for s in seen if s.incumbent is not None]
+    assert leaders and all(leader.n >= k for leader in leaders)
+    assert all(s.best == s.incumbent.mean for s in seen if s.incumbent is not None)
+    assert summary.best_runs is not None and summary.best_runs.n >= k
+    assert load(tmp_path).user_attrs["racing"] == {"incumbent_runs": k, "max_runs": k + 2}
+
+
+def test_runs_of_one_config_made_by_different_trials_are_pooled(tmp_path: Path) -> None:
+    space = smoke(
+        cycles=0,
+        repeats=1,
+        mutation={"every": 0},
+        main={"models": ["steady"], "temperature": 0.5, "max_tokens": 64,
+              "prompts": ["Answer the task. {helper_response}"]},
+    )  # fmt: skip
+    with OpenAIServer(lucky_landscape(False)) as server:
+        summary = run(search(tmp_path, server, space, baselines=[], budget=Budget(trials=3)))
+        seeds = sorted(r.body["seed"] for r in server.chat_requests)
+    trials = load(tmp_path).trials
+    # trial 0 had no incumbent to face: it ran 3 times; the later trials of the same
+    # config (now the incumbent) ran once each, each with a new repeat index and seed
+    assert [t.user_attrs["repeat_indices"] for t in trials] == [[0, 1, 2], [3], [4]]
+    assert seeds == [0, 1, 2, 3, 4]
+    assert len({t.user_attrs["config_key"] for t in trials}) == 1
+    all_scores = [100.0, 60.0, 100.0, 60.0, 100.0]
+    assert [t.user_attrs["pooled"]["n"] for t in trials] == [3, 4, 5]
+    # each trial is told its config's pooled mean at tell time, not its own runs' mean
+    assert trials[1].value == pytest.approx(statistics.fmean(all_scores[:4]))
+    assert trials[2].value == pytest.approx(statistics.fmean(all_scores))
+    assert trials[2].user_attrs["mean"] == 100.0
+    assert summary.best_runs is not None
+    assert summary.best_runs.trials == (0, 1, 2) and summary.best_runs.scores == tuple(all_scores)

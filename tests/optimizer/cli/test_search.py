@@ -236,6 +236,10 @@ def test_studies_lists_trial_counts_and_best_scores(tmp_path: Path) -> None:
     for row in rows:
         assert (row["complete"], row["failed"], row["running"]) == (2, 0, 0)
         assert row["best"] is not None and row["objectives"] == ["score"]
+        # the best config's pooled statistics: confirmed by default to 6 runs
+        assert row["n"] >= 6 and row["lcb"] <= row["best"] <= row["best_run"]
+        stats = json.loads((tmp_path / "runs" / row["study"] / "best.stats.json").read_text())
+        assert (stats["n"], stats["mean"], stats["lcb"]) == (row["n"], row["best"], row["lcb"])
     table = moa_opt("studies", cwd=tmp_path)
     assert "one" in table.stdout and "two" in table.stdout
     journal = tmp_path / "runs" / "one" / "journal.log"
