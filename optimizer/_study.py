@@ -49,7 +49,12 @@ from optimizer._objective import (
     transcript_path,
     worker_id,
 )
-from optimizer._prompts import MUTATION_SPEND_PREFIX, PromptPool, mutation_round
+from optimizer._prompts import (
+    MUTATION_SPEND_PREFIX,
+    REJECTED_PREFIX,
+    PromptPool,
+    mutation_round,
+)
 from optimizer._racing import (
     RUNS_ATTR,
     ConfigRuns,
@@ -75,6 +80,7 @@ __all__ = [
     "failed_run",
     "lower_confidence_bound",
     "make_sampler",
+    "rejection_counts",
     "study_spent",
     "summary_dict",
 ]
@@ -277,6 +283,8 @@ class SearchSummary:
         exports: Files the best config was written to.
         objectives: The study's objectives.
         best_runs: Every run of the best config (mean, std, n, bounds), or None.
+        rejected: Mutator answers the study rejected, counted by reason (``cut off by
+            max_tokens``, ``near-duplicate``...).
     """
 
     study: str
@@ -291,6 +299,7 @@ class SearchSummary:
     exports: tuple[Path, ...]
     objectives: tuple[str, ...]
     best_runs: ConfigRuns | None = None
+    rejected: tuple[tuple[str, int], ...] = ()
 
     @property
     def interrupted(self) -> bool:
@@ -943,7 +952,20 @@ class Search:
             exports=exports,
             objectives=self.objectives,
             best_runs=leader,
+            rejected=rejection_counts(study),
         )
+
+
+def rejection_counts(study: optuna.Study) -> tuple[tuple[str, int], ...]:
+    """How many mutator answers the study rejected, by reason, most frequent first."""
+    counts: dict[str, int] = {}
+    for name, value in study.user_attrs.items():
+        if name.startswith(f"{REJECTED_PREFIX}:") and isinstance(value, list):
+            for item in value:
+                reason = str(item.get("reason", "")) if isinstance(item, dict) else ""
+                kind = reason.split(" (")[0].split(" of ")[0]
+                counts[kind] = counts.get(kind, 0) + 1
+    return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _confirm_spend(study: optuna.Study) -> dict[str, tuple[int, float]]:
@@ -1087,6 +1109,7 @@ def summary_dict(summary: SearchSummary) -> dict[str, Any]:
         "best_runs": None if summary.best_runs is None else summary.best_runs.stats(),
         "best_config": None if summary.best_config is None else config_to_dict(summary.best_config),
         "pareto": list(summary.pareto),
+        "rejected_variants": dict(summary.rejected),
         "confirmations": [c.to_dict() for c in summary.confirmations],
         "exports": [str(p) for p in summary.exports],
         "objectives": list(summary.objectives),

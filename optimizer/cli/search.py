@@ -359,6 +359,10 @@ def summary_lines(summary: SearchSummary) -> list[str]:
             f"{confirmation.max_score:g} ± {confirmation.std:.3g}, 95% lower bound "
             f"{confirmation.lcb:.4g}, max-score rate {confirmation.max_rate:.0%}"
         )
+    if summary.rejected:
+        total = sum(count for _, count in summary.rejected)
+        shown = ", ".join(f"{count} {reason}" for reason, count in summary.rejected)
+        lines.append(f"Mutator answers rejected: {total} ({shown})")
     rates = attrs.get("test_pass_rates") or {}
     if rates:
         shown = ", ".join(f"{name} {rate:.0%}" for name, rate in rates.items())

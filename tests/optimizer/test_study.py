@@ -42,6 +42,7 @@ from optimizer._study import (
     lower_confidence_bound,
     study_spent,
 )
+from optimizer.cli.search import summary_lines
 from optimizer.providers import Router
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -582,3 +583,18 @@ def test_runs_of_one_config_made_by_different_trials_are_pooled(tmp_path: Path) 
     assert trials[2].user_attrs["mean"] == 100.0
     assert summary.best_runs is not None
     assert summary.best_runs.trials == (0, 1, 2) and summary.best_runs.scores == tuple(all_scores)
+
+
+def test_the_summary_counts_the_mutator_answers_a_search_rejected(tmp_path: Path) -> None:
+    def cut_mutator(body: dict[str, Any]) -> str | tuple[str, str]:
+        if system_prompt(body).startswith("You improve system prompts"):
+            return "def calculate_user_metrics(users):\n    return {", "length"
+        return seed_responder(body)
+
+    space = smoke(mutation={"every": 2, "variants": 2})
+    with OpenAIServer(cut_mutator) as server:
+        summary = run(search(tmp_path, server, space, budget=Budget(trials=3), seed=0))
+    assert summary.rejected == (("cut off by max_tokens", 4),)  # 2 variants x 2 roles
+    assert PromptPool(load(tmp_path)).latest("main").number == 0  # nothing was added
+    lines = summary_lines(summary)
+    assert "Mutator answers rejected: 4 (4 cut off by max_tokens)" in lines
