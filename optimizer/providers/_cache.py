@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -178,7 +179,8 @@ class ResponseCache:
             connection.execute(_SCHEMA)
             columns = {row[1] for row in connection.execute("PRAGMA table_info(responses)")}
             if "finish_reason" not in columns:  # a cache made before it was stored
-                connection.execute("ALTER TABLE responses ADD COLUMN finish_reason TEXT")
+                with contextlib.suppress(sqlite3.OperationalError):  # another process did it
+                    connection.execute("ALTER TABLE responses ADD COLUMN finish_reason TEXT")
         self._local.connection = connection
         self._connections.append(connection)
         return connection
