@@ -14,8 +14,9 @@ Racing, as in irace and SMAC's intensification: a trial's config runs ``repeats`
 among those with at least ``incumbent_runs`` runs (:func:`rank_key`), so it always has that
 many. A challenger that comes close to it (pooled mean at least the incumbent's mean minus its
 standard error) or has no incumbent to face gets more runs, doubling, up to the incumbent's
-count (at least ``incumbent_runs``, at most ``max_runs``), and stops as soon as it falls
-behind (:func:`more_runs`). It replaces the incumbent only once its own bound is higher.
+count (at least ``incumbent_runs``, at most ``max_runs``), on up to ``max_runs`` while its
+mean is ahead but its bound is not, and stops as soon as it falls behind (:func:`more_runs`).
+It replaces the incumbent only once its own bound is higher.
 
 What the sampler sees: Optuna cannot re-tell a finished trial, so each trial is told its
 config's pooled mean at tell time (its own runs, its racing runs and every earlier run of the
@@ -270,8 +271,9 @@ def more_runs(
     With no incumbent yet, a config runs until it has ``incumbent_runs`` runs (it becomes
     one). Against an incumbent, a challenger whose mean is at least the incumbent's mean
     minus its standard error doubles its runs up to the incumbent's count (between
-    ``incumbent_runs`` and ``max_runs``); one that falls behind stops. The incumbent itself
-    gets no extra runs here.
+    ``incumbent_runs`` and ``max_runs``), and on up to ``max_runs`` while its mean is ahead
+    but its bound not (it has not replaced the incumbent yet); one that falls behind stops.
+    The incumbent itself gets no extra runs here.
     """
     if leader is None or leader.key == challenger.key:
         target = incumbent_runs
@@ -279,6 +281,9 @@ def more_runs(
         return 0
     else:
         target = max(incumbent_runs, leader.n)
+        ahead = challenger.mean > leader.mean and challenger.lcb <= leader.lcb
+        if challenger.n >= target and ahead:
+            target = max_runs  # ahead on the mean, behind on the bound: more runs decide
     wanted = min(target, max_runs) - challenger.n
     if wanted <= 0:
         return 0

@@ -849,7 +849,7 @@ class Search:
     # -- confirm and summary -------------------------------------------------------------
 
     def _candidates(self, study: optuna.Study) -> list[ConfigRuns]:
-        """The configs the confirm stage tops up: the best ``confirm_top`` by :func:`rank_key`.
+        """The configs the confirm stage tops up: the ``confirm_top`` best pooled means.
 
         In a multi-objective study, only configs of trials on the Pareto front.
         """
@@ -857,9 +857,10 @@ class Search:
         if len(self.objectives) > 1:
             front = {t.number for t in study.best_trials}
             pools = [p for p in pools if front.intersection(p.trials)]
-        # a config that did well once already raced the incumbent with more runs
-        runs = self.space.racing.incumbent_runs
-        return sorted(pools, key=lambda p: rank_key(p, runs), reverse=True)[: self.confirm_top]
+        # optimistic: the best means get the runs that tell them apart (racing already gave
+        # a config that came close to the incumbent its runs, so a lone lucky run is rare here)
+        ranked = sorted(pools, key=lambda p: (-p.mean, -p.n, min(p.trials)))
+        return ranked[: self.confirm_top]
 
     async def _confirm(self, study: optuna.Study) -> list[Confirmation]:
         gate = asyncio.Semaphore(self.workers)

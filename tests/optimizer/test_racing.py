@@ -47,7 +47,14 @@ def test_a_first_config_races_to_k_runs_and_a_weak_challenger_stops() -> None:
     # close (72 >= 80 - 8.16) or better: doubles its runs up to the incumbent's count
     assert more_runs(runs("c", 72), leader, incumbent_runs=3, max_runs=8) == 1
     assert more_runs(runs("c", 120, 100), leader, incumbent_runs=3, max_runs=8) == 2
+    # ahead on the mean, not yet on the bound: on to max_runs, doubling
     assert more_runs(runs("c", 120, 100, 110), leader, incumbent_runs=3, max_runs=8) == 1
+    assert more_runs(runs("c", 120, 0, 120, 120), leader, incumbent_runs=3, max_runs=8) == 4
+    assert (
+        more_runs(runs("c", 120, 0, 120, 120, 40, 110), leader, incumbent_runs=3, max_runs=8) == 2
+    )
+    assert more_runs(runs("c", 120, 0, 120, 120, 0, 120), leader, incumbent_runs=3, max_runs=8) == 0
+    assert more_runs(runs("c", 80, 70, 75, 75), leader, incumbent_runs=3, max_runs=8) == 0
     assert more_runs(runs("c", 120, 100), leader, incumbent_runs=3, max_runs=3) == 1
     assert more_runs(leader, leader, incumbent_runs=3, max_runs=8) == 0
 
