@@ -528,7 +528,9 @@ _SYSTEM = (
     "You improve system prompts for an assistant in a Mixture-of-Agents system. "
     "Reply with the new system prompt only: no preamble, no explanation, no quotes, no code "
     "fences. The prompt must contain the literal placeholder {helper_response} exactly once, "
-    "where the earlier agents' answers are inserted. Keep it under {limit} characters."
+    "where the earlier agents' answers are inserted. Keep it under {limit} characters. "
+    "Do not solve the task and do not write its code: write instructions that help another "
+    "assistant solve it."
 )
 
 
