@@ -205,7 +205,10 @@ def _render_one(config: MoAConfig, fmt: ExportFormat) -> str:
 def render_configs(configs: Sequence[ExportedConfig], fmt: ExportFormat) -> str:
     """The text printed on stdout: one config, or a JSON list / YAML stream for several."""
     if len(configs) == 1:
-        return _render_one(configs[0].config, fmt)
+        one = configs[0]
+        runs = one.runs
+        header = "" if runs is None or fmt != "yaml" else stats_header(runs, one.trial)
+        return header + _render_one(one.config, fmt)
     if fmt == "workshop":
         return json.dumps([config_to_workshop(c.config) for c in configs], indent=2) + "\n"
     return yaml.safe_dump_all(
@@ -263,7 +266,8 @@ def stats_header(runs: ConfigRuns, trial: int) -> str:
     top = f"/{runs.max_score:g}" if runs.max_score else ""
     trials = ", ".join(map(str, runs.trials))
     return (
-        f"# Best config (trial {trial}; runs from trials {trials} and the confirm stage).\n"
+        f"# Best config (trial {trial}; runs pooled over trials {trials} and the confirm "
+        "stage).\n"
         f"# Mean {runs.mean:.4g}{top}, std {runs.std:.3g}, n={runs.n} runs; 95% lower bound "
         f"{runs.lcb:.4g}; 90% interval [{runs.lcb:.4g}, {runs.ucb:.4g}].\n"
         f"# Best single run {runs.best:.4g}{top}: one draw, not what to expect.\n"

@@ -89,7 +89,7 @@ def test_a_study_with_racing_exports_the_highest_lower_bound_with_its_statistics
     written = export_configs([best], tmp_path / "out" / "best.yaml", "yaml")
     assert written == [tmp_path / "out" / "best.yaml", tmp_path / "out" / "best.stats.json"]
     text = written[0].read_text()
-    assert text.startswith("# Best config (trial 1; runs from trials 1, 2")
+    assert text.startswith("# Best config (trial 1; runs pooled over trials 1, 2 and the confirm")
     assert "# Mean 85/120, std 5, n=3 runs; 95% lower bound 76.57" in text
     assert config_from_dict(yaml.safe_load(text)) == make_config(0.2)
     stats = json.loads(written[1].read_text())
