@@ -8,8 +8,9 @@ tokens, cost) count everything the study has already spent, so the same command 
 study. When a budget is reached no new trial starts, the running trials finish and one
 sampled ahead is marked failed as never run; SIGINT or SIGTERM stops at once, marking the
 trials in flight as failed. A mutation round grows the prompt pools every K completed
-trials; at the end the top trials can be re-evaluated with more repeats (the confirm stage)
-and the best config is exported.
+trials; a trial races its config against the incumbent (see :mod:`optimizer._racing`); at
+the end the top configs are topped up with more runs (the confirm stage) and the config with
+the highest lower bound over its pooled runs is exported with its statistics.
 """
 
 from __future__ import annotations
@@ -208,8 +209,8 @@ class Confirmation:
         mean: Mean score.
         std: Sample standard deviation.
         lcb: One-sided 95% lower confidence bound of the mean (Student's t).
-        max_rate: Share of answers that earned every point.
-        max_score: Points a repeat can earn.
+        max_rate: Share of runs that earned every point.
+        max_score: Points a run can earn.
         tokens: Tokens the confirm stage spent on this config (every session).
         cost: Its estimated US dollars.
         config_key: The config's key (see :func:`optimizer._racing.config_key`).
