@@ -102,12 +102,18 @@ class Evaluation:
         return statistics.fmean(per_task.values()) if per_task else 0.0
 
     @property
+    def repeat_indices(self) -> tuple[int, ...]:
+        """The repeat indices that ran, ascending."""
+        return tuple(sorted({r.repeat for r in self.runs}))
+
+    @property
     def scores(self) -> tuple[float, ...]:
-        """One score per repeat, on the :attr:`max_score` scale."""
+        """One score per repeat (in the order of :attr:`repeat_indices`), on the
+        :attr:`max_score` scale."""
         scale = self.max_score
         return tuple(
             statistics.fmean(r.fraction for r in self.runs if r.repeat == repeat) * scale
-            for repeat in range(self.repeats)
+            for repeat in self.repeat_indices
         )
 
     @property
@@ -188,6 +194,7 @@ class Evaluation:
             "tasks": list(self.tasks),
             "repeats": self.repeats,
             "seed": self.seed,
+            "repeat_indices": list(self.repeat_indices),
             "scores": list(self.scores),
             "max_score": self.max_score,
             "mean": self.mean,
@@ -231,6 +238,7 @@ async def evaluate(
     *,
     repeats: int,
     seed: int = 0,
+    first: int = 0,
     on_result: Callable[[RunResult], None] | None = None,
     catalog: Catalog | None = None,
 ) -> Evaluation:
@@ -247,6 +255,8 @@ async def evaluate(
         grader: Scores each answer.
         repeats: Runs per instance (at least 1).
         seed: Base sampling seed.
+        first: Index of the first repeat: repeats ``first .. first + repeats - 1`` run, so
+            more runs of a config add new draws instead of repeating the cached ones.
         on_result: Called with each run as soon as it is graded (in completion order).
         catalog: Model table for cost estimates; defaults to :meth:`Catalog.load`.
 
@@ -273,7 +283,9 @@ async def evaluate(
     try:
         async with asyncio.TaskGroup() as group:
             pending = [
-                group.create_task(one(task, repeat)) for repeat in range(repeats) for task in tasks
+                group.create_task(one(task, repeat))
+                for repeat in range(first, first + repeats)
+                for task in tasks
             ]
     except BaseExceptionGroup as failures:
         raise failures.exceptions[0] from None

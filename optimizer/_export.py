@@ -1,8 +1,11 @@
 """Exports a study's best config (or its Pareto front) as workshop JSON or our YAML.
 
-The best config of a single-objective study is the one the search reports: the best
-confirmed trial when the confirm stage ran (study attrs ``confirm:<n>``), else the completed
-trial with the highest score. A multi-objective study exports its whole Pareto front, one
+The best config of a single-objective study is the one the search reports: the config with
+the highest 95% lower confidence bound over its pooled runs among those with at least the
+study's ``incumbent_runs`` runs (see :mod:`optimizer._racing`), never the luckiest single run.
+Its statistics (mean, std, n, bounds, best single run) go beside it: a comment header in our
+YAML, and a ``<stem>.stats.json`` companion file, since the workshop's JSON has no place for
+them and must stay importable. A multi-objective study exports its whole Pareto front, one
 file per config (``-o front.json`` writes ``front-trial12.json``, ``front-trial30.json``...),
 so every file imports into the workshop app on its own; on stdout the front is a JSON list
 (workshop) or a YAML stream of documents.
@@ -27,9 +30,11 @@ from optimizer._config import (
     config_from_dict,
     config_to_dict,
     config_to_workshop,
+    save_config,
     task_companion,
 )
 from optimizer._errors import UserError
+from optimizer._racing import ConfigRuns, best_config, study_runs
 from optimizer._taskref import TASK_ATTR, TaskRef
 from optimizer._yamlfile import dump_yaml
 
@@ -42,9 +47,12 @@ __all__ = [
     "export_configs",
     "format_for_path",
     "render_configs",
+    "stats_header",
+    "stats_path",
     "study_task",
     "trial_config",
     "workshop_losses",
+    "write_best",
 ]
 
 ExportFormat = Literal["workshop", "yaml"]
@@ -66,7 +74,9 @@ class ExportedConfig:
         values: The trial's objective values.
         mean: Its mean score (the confirm stage's, when it ran).
         repeats: Repeats behind ``mean``, if known.
-        confirmed: Whether ``mean`` comes from the confirm stage.
+        confirmed: Whether ``mean`` comes from the confirm stage (or, for a study with
+            racing, from at least the study's ``incumbent_runs`` pooled runs).
+        runs: Every run of the config in the study, if known.
     """
 
     trial: int
@@ -75,6 +85,7 @@ class ExportedConfig:
     mean: float | None
     repeats: int | None
     confirmed: bool
+    runs: ConfigRuns | None = None
 
 
 def trial_config(trial: FrozenTrial) -> MoAConfig:
@@ -135,6 +146,23 @@ def best_configs(study: optuna.Study) -> list[ExportedConfig]:
         front = sorted((t for t in complete if t.number in numbers), key=lambda t: t.number)
         return [_exported(t, confirmations.get(t.number)) for t in front]
     by_number = {t.number: t for t in complete}
+    racing = study.user_attrs.get("racing")
+    if isinstance(racing, dict):  # a study made with racing: the pooled runs decide
+        need = int(racing.get("incumbent_runs", 3))
+        leader = best_config(study_runs(study), need)
+        if leader is not None and min(leader.trials) in by_number:
+            trial = by_number[min(leader.trials)]
+            return [
+                ExportedConfig(
+                    trial=trial.number,
+                    config=trial_config(trial),
+                    values=tuple(trial.values or ()),
+                    mean=leader.mean,
+                    repeats=leader.n,
+                    confirmed=leader.n >= need,
+                    runs=leader,
+                )
+            ]
     confirmed = [
         (float(c.get("mean", 0.0)), float(c.get("lcb", 0.0)), -n)
         for n, c in confirmations.items()
@@ -197,7 +225,10 @@ def render_configs(
     Our YAML names ``task`` (the workshop's JSON has no place for it).
     """
     if len(configs) == 1:
-        return _render_one(configs[0].config, fmt, task)
+        one = configs[0]
+        runs = one.runs
+        header = "" if runs is None or fmt != "yaml" else stats_header(runs, one.trial)
+        return header + _render_one(one.config, fmt, task)
     if fmt == "workshop":
         return json.dumps([config_to_workshop(c.config) for c in configs], indent=2) + "\n"
     return "---\n".join(dump_yaml(_ours(c.config, task)) for c in configs)
@@ -209,7 +240,9 @@ def export_configs(
     """Writes one file per config: ``output`` itself for one, ``<stem>-trial<N><suffix>`` else.
 
     With ``task``, our YAML names it in its ``task:`` field; a workshop JSON file gets it in
-    a companion ``<stem>.task.yaml`` beside it (see :func:`optimizer.task_companion`).
+    a companion ``<stem>.task.yaml`` beside it (see :func:`optimizer.task_companion`). A
+    config whose pooled runs are known also gets ``<stem>.stats.json`` beside it (and a
+    statistics header in YAML).
 
     Returns:
         The files written.
@@ -225,13 +258,65 @@ def export_configs(
         targets = [
             output.with_name(f"{output.stem}-trial{c.trial}{output.suffix}") for c in configs
         ]
+    written = []
     for exported, target in zip(configs, targets, strict=True):
+        runs = exported.runs
+        header = "" if runs is None or fmt != "yaml" else stats_header(runs, exported.trial)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(_render_one(exported.config, fmt, task), encoding="utf-8")
+            target.write_text(header + _render_one(exported.config, fmt, task), encoding="utf-8")
+            written.append(target)
             if task is not None and fmt == "workshop":
                 named = yaml.safe_dump({"task": task.to_dict(parts=False)}, sort_keys=False)
                 task_companion(target).write_text(named, encoding="utf-8")
+            if runs is not None:
+                stats = {"trial": exported.trial, **runs.stats()}
+                companion = stats_path(target)
+                companion.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+                written.append(companion)
         except OSError as error:
             raise ExportError(f"-o: cannot write {target}: {error.strerror or error}") from None
-    return targets
+    return written
+
+
+def stats_path(path: Path) -> Path:
+    """The statistics file beside an exported config: ``best.json`` -> ``best.stats.json``."""
+    return path.with_name(f"{path.stem}.stats.json")
+
+
+def stats_header(runs: ConfigRuns, trial: int) -> str:
+    """YAML comment lines stating the config's pooled statistics beside its best run."""
+    top = f"/{runs.max_score:g}" if runs.max_score else ""
+    trials = ", ".join(map(str, runs.trials))
+    return (
+        f"# Best config (trial {trial}; runs pooled over trials {trials} and the confirm "
+        "stage).\n"
+        f"# Mean {runs.mean:.4g}{top}, std {runs.std:.3g}, n={runs.n} runs; 95% lower bound "
+        f"{runs.lcb:.4g}; 90% interval [{runs.lcb:.4g}, {runs.ucb:.4g}].\n"
+        f"# Best single run {runs.best:.4g}{top}: one draw, not what to expect.\n"
+    )
+
+
+def write_best(
+    config: MoAConfig,
+    runs: ConfigRuns | None,
+    json_path: Path,
+    trial: int,
+    task: TaskRef | None = None,
+) -> tuple[Path, ...]:
+    """Writes the best config as workshop JSON (its task in ``<stem>.task.yaml``), our YAML
+    (naming its task, with a statistics header) and, when its runs are known,
+    ``<stem>.stats.json``.
+
+    Returns:
+        The files written: the JSON, the YAML, then the statistics if any.
+    """
+    yaml_path = json_path.with_suffix(".yaml")
+    save_config(config, json_path, task)
+    header = "" if runs is None else stats_header(runs, trial)
+    yaml_path.write_text(header + _render_one(config, "yaml", task), encoding="utf-8")
+    if runs is None:
+        return (json_path, yaml_path)
+    stats = stats_path(json_path)
+    stats.write_text(json.dumps({"trial": trial, **runs.stats()}, indent=2) + "\n", "utf-8")
+    return (json_path, yaml_path, stats)

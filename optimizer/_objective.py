@@ -1,4 +1,10 @@
-"""The objective: one Optuna trial -> one MoA config -> repeats -> grades -> values."""
+"""The objective: one Optuna trial -> one MoA config -> racing runs -> grades -> values.
+
+A trial runs its config ``repeats`` times with repeat indices no earlier run of the same
+config used, then races it against the incumbent (:func:`optimizer._racing.more_runs`), and
+returns the config's pooled mean score over every run of the study (see
+:mod:`optimizer._racing` for why the sampler is told the pooled mean).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from optimizer._catalog import Catalog, check_context
 from optimizer._config import MoAConfig, config_from_dict, config_to_dict
 from optimizer._evaluate import Evaluation, RunResult, evaluate, write_transcript
 from optimizer._instances import InstanceReporter, InstanceSampling
+from optimizer._racing import ConfigRuns, config_key, incumbent, more_runs, study_runs
 from optimizer._space import PromptChooser, SearchSpace
 from optimizer._storage import batched_writes
 from optimizer.providers import Router
@@ -39,6 +46,7 @@ __all__ = [
 SUMMARY_ATTRS = (
     "scores", "mean", "std", "max_score", "max_rate", "test_pass_rates", "prompt_tokens",
     "completion_tokens", "calls", "cache_hits", "wall_time", "cost", "repeats", "seed",
+    "repeat_indices",
 )  # fmt: skip
 """Trial user attrs taken from the evaluation's statistics (the transcript has them all)."""
 OBJECTIVES = ("score", "cost", "latency")
@@ -143,6 +151,17 @@ class Objective:
         self.objectives = tuple(objectives)
         self.seed = seed
         self.sampling = sampling
+        self._next: dict[str, int] = {}
+
+    def reserve(self, runs: ConfigRuns, count: int) -> int:
+        """The first of ``count`` repeat indices of ``runs``' config no run of it has used.
+
+        Indices are also kept apart from those this process handed out for runs still in
+        flight (two trials of one config at once).
+        """
+        first = max(runs.next_repeat(), self._next.get(runs.key, 0))
+        self._next[runs.key] = first + count
+        return first
 
     async def __call__(
         self,
@@ -180,37 +199,92 @@ class Objective:
             tasks = self.sampling.choose(self.tasks, trial.number)
             reporter = InstanceReporter(trial, self.tasks, self.space.repeats, len(tasks))
 
-        def seen(result: RunResult) -> None:
+        def counted(result: RunResult) -> None:  # every run: spending and progress
             spend.add(result)
             if on_result is not None:
                 on_result(result)
+
+        def seen(result: RunResult) -> None:  # the trial's own runs also go to the pruner
+            counted(result)
             if reporter is not None:
                 reporter(result)  # raises TrialPruned when the pruner stops the trial
 
         async with slot or contextlib.nullcontext():
             try:
-                evaluation = await evaluate(
-                    config,
-                    tasks,
-                    self.router,
-                    self.grader,
-                    repeats=self.space.repeats,
-                    seed=self.seed,
-                    on_result=seen,
-                    catalog=self.catalog,
-                )
+                evaluation, pooled = await self._race(trial.study, config, tasks, seen, counted)
             except BaseException:
                 with batched_writes(trial.storage):
                     trial.set_user_attr("tokens", spend.tokens)
                     trial.set_user_attr("cost", spend.cost)
                 raise
-        await asyncio.to_thread(self._record, trial, evaluation)
-        return self.values(evaluation)
+        await asyncio.to_thread(self._record, trial, evaluation, pooled)
+        return self.values(evaluation, pooled.mean)
 
-    def values(self, evaluation: Evaluation) -> list[float]:
-        """The trial's objective values, in the order of :attr:`objectives`."""
+    async def _race(
+        self,
+        study: optuna.Study,
+        config: MoAConfig,
+        tasks: Sequence[Task],
+        seen: Callable[[RunResult], None],
+        counted: Callable[[RunResult], None],
+    ) -> tuple[Evaluation, ConfigRuns]:
+        """Runs ``config`` ``repeats`` times, then more while it races the incumbent.
+
+        Args:
+            study: The study (its pooled runs).
+            config: The trial's config.
+            tasks: The problems the trial evaluates.
+            seen: Called with each of the trial's first runs (they may be reported to a
+                pruner).
+            counted: Called with each racing run after those.
+
+        Returns:
+            This trial's runs, and every run of the config so far (the pool).
+        """
+        data = config_to_dict(config)
+        key = config_key(data)
+        racing = self.space.racing
+        done: Evaluation | None = None
+        count = self.space.repeats
+        while True:
+            pools = await asyncio.to_thread(study_runs, study)
+            top = 0.0 if done is None else done.max_score
+            mine = pools.get(key) or ConfigRuns(key, data, (), (), (), top)
+            if done is not None:
+                mine = pools[key] = mine.with_runs(done.repeat_indices, done.scores)
+                count = more_runs(
+                    mine,
+                    incumbent(pools, racing.incumbent_runs),
+                    incumbent_runs=racing.incumbent_runs,
+                    max_runs=racing.max_runs,
+                )
+            if count <= 0:
+                break
+            step = await evaluate(
+                config,
+                tasks,
+                self.router,
+                self.grader,
+                repeats=count,
+                seed=self.seed,
+                first=self.reserve(mine, count),
+                on_result=seen if done is None else counted,
+                catalog=self.catalog,
+            )
+            done = step if done is None else _merged(done, step)
+        assert done is not None
+        return done, mine
+
+    def values(self, evaluation: Evaluation, score: float | None = None) -> list[float]:
+        """The trial's objective values, in the order of :attr:`objectives`.
+
+        Args:
+            evaluation: The trial's runs.
+            score: The score told (the config's pooled mean); default: the runs' mean.
+        """
         latency = statistics.fmean(r.moa.wall_time for r in evaluation.runs)
-        table = {"score": evaluation.mean, "cost": evaluation.cost, "latency": latency}
+        mean = evaluation.mean if score is None else score
+        table = {"score": mean, "cost": evaluation.cost, "latency": latency}
         return [table[name] for name in self.objectives]
 
     def _prepare(self, trial: optuna.Trial, pool: PromptChooser) -> tuple[MoAConfig, str | None]:
@@ -231,8 +305,8 @@ class Objective:
                 trial.set_user_attr("pruned_reason", f"context: {reason}")
         return config, reason
 
-    def _record(self, trial: optuna.Trial, evaluation: Evaluation) -> None:
-        """Writes the transcript and the result user attrs."""
+    def _record(self, trial: optuna.Trial, evaluation: Evaluation, pooled: ConfigRuns) -> None:
+        """Writes the transcript and the result user attrs (with the config's pool)."""
         path = write_transcript(
             transcript_path(self.study_dir, trial.number), evaluation, {"trial": trial.number}
         )
@@ -241,6 +315,25 @@ class Objective:
         attrs["tokens"] = evaluation.prompt_tokens + evaluation.completion_tokens
         attrs["feedback"] = evaluation.feedback
         attrs["transcript"] = str(path)
+        attrs["config_key"] = pooled.key
+        attrs["pooled"] = {
+            "n": pooled.n,
+            "mean": pooled.mean,
+            "std": pooled.std,
+            "lcb": pooled.lcb,
+            "trials": [*pooled.trials, trial.number],
+        }
         with batched_writes(trial.storage):
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
+
+
+def _merged(first: Evaluation, second: Evaluation) -> Evaluation:
+    """One evaluation holding the runs of both (a trial's runs and its racing runs)."""
+    return Evaluation(
+        config=first.config,
+        runs=first.runs + second.runs,
+        repeats=first.repeats + second.repeats,
+        seed=first.seed,
+        wall_time=first.wall_time + second.wall_time,
+    )

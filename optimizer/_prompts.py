@@ -14,6 +14,13 @@ weakest test), reflect (fix what the feedback of the best and the worst recent t
 failed, the idea behind GEPA) and crossover (of two strong prompts). The new generation holds
 the best existing prompts (elites) plus the new variants.
 
+A variant is an instruction, not an answer. A mutator answer cut off by max_tokens (finish
+reason ``length``) is asked again once with twice the room, then rejected; one that defines
+the task's function (``def <function_name>(``) or is mostly code is rejected unless the space
+sets ``mutation.allow_code``; one without exactly one ``{helper_response}`` or too similar to
+a prompt the role already has (``difflib`` ratio at least :data:`NEAR_DUPLICATE`) is dropped.
+Each rejection and its reason is stored in the study (``mutation_rejected:`` attrs).
+
 Workers share the pool through the storage: generations and rounds are written under a
 cross-process lock (see :func:`optimizer._storage.storage_lock`) and only if absent, then
 read back, so two workers never clobber each other and a resumed run sees the same pool.
@@ -22,6 +29,7 @@ read back, so two workers never clobber each other and a resumed run sees the sa
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import os
 import re
@@ -30,7 +38,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -51,13 +59,16 @@ __all__ = [
     "CLAIM_TTL",
     "MAX_PROMPT_CHARS",
     "MUTATION_SPEND_PREFIX",
+    "NEAR_DUPLICATE",
     "OPERATORS",
     "POOL_ATTR_PREFIX",
+    "REJECTED_PREFIX",
     "PromptGeneration",
     "PromptPool",
     "PromptVariant",
     "clean_prompt",
     "mutation_round",
+    "prompt_problem",
 ]
 
 POOL_ATTR_PREFIX = "prompt_pool"
@@ -65,6 +76,11 @@ POOL_ATTR_PREFIX = "prompt_pool"
 MUTATION_SPEND_PREFIX = "mutation_spend"
 """Study user attrs ``mutation_spend:<round>:<host>:<pid>``: tokens and cost of a worker's
 mutator calls in one round (budgets count them)."""
+REJECTED_PREFIX = "mutation_rejected"
+"""Study user attrs ``mutation_rejected:<round>:<host>:<pid>``: the variants a worker's round
+rejected, each with its role, operator, reason and the start of its text."""
+NEAR_DUPLICATE = 0.9
+"""A variant this similar (``difflib.SequenceMatcher`` ratio) to a prompt of its role is dropped."""
 ATTR_CONFIG = "config"
 """Trial user attr: the trial's config in our dict form (``config_to_dict``)."""
 ATTR_MEAN = "mean"
@@ -459,6 +475,49 @@ def clean_prompt(text: str, max_chars: int = MAX_PROMPT_CHARS) -> str | None:
     return text
 
 
+_CODE_LINE = re.compile(
+    r"^\s*(def |class |import |from \S+ import |return\b|for .+ in .+:|while .+:|if .+:|"
+    r"elif .+:|else:|try:|except\b|with .+:|@\w|[A-Za-z_][\w.\[\]'\"]*\s*[-+*/]?=[^=])"
+    r"|[{};]\s*$"
+)
+
+
+def prompt_problem(text: str, function_name: str | None, *, allow_code: bool = False) -> str | None:
+    """Why a cleaned mutator answer is not a usable prompt, or None if it is.
+
+    Args:
+        text: The cleaned prompt.
+        function_name: The task's target function, if any.
+        allow_code: Accept prompts that define it or are mostly code.
+    """
+    count = text.count(HELPER_RESPONSE)
+    if count != 1:
+        return f"holds {HELPER_RESPONSE} {count} times (expected once)"
+    if allow_code:
+        return None
+    if function_name and re.search(rf"\bdef\s+{re.escape(function_name)}\s*\(", text):
+        return f"defines the task's function {function_name!r} (an answer, not an instruction)"
+    lines = [line for line in text.replace(HELPER_RESPONSE, "").splitlines() if line.strip()]
+    fenced, code = False, 0
+    for line in lines:
+        if line.strip().startswith("```"):
+            fenced = not fenced
+            code += 1
+        elif fenced or _CODE_LINE.search(line):
+            code += 1
+    if lines and code / len(lines) > 0.5:
+        return f"mostly code ({code} of {len(lines)} lines)"
+    return None
+
+
+def _near_duplicate(text: str, others: Sequence[PromptVariant]) -> str | None:
+    for other in others:
+        ratio = difflib.SequenceMatcher(None, text, other.text).ratio()
+        if ratio >= NEAR_DUPLICATE:
+            return f"near-duplicate of {other.id} (similarity {ratio:.2f})"
+    return None
+
+
 _ROLE_WORDS = {
     MAIN: "the main agent, which writes the final answer after reading the other agents' answers",
     "layer": "a layer agent: one of several assistants that answer in parallel; their answers "
@@ -469,7 +528,9 @@ _SYSTEM = (
     "You improve system prompts for an assistant in a Mixture-of-Agents system. "
     "Reply with the new system prompt only: no preamble, no explanation, no quotes, no code "
     "fences. The prompt must contain the literal placeholder {helper_response} exactly once, "
-    "where the earlier agents' answers are inserted. Keep it under {limit} characters."
+    "where the earlier agents' answers are inserted. Keep it under {limit} characters. "
+    "Do not solve the task and do not write its code: write instructions that help another "
+    "assistant solve it."
 )
 
 
@@ -483,6 +544,9 @@ class _TrialInfo:
 
 
 def _score(trial: FrozenTrial) -> float | None:
+    pooled = trial.user_attrs.get("pooled")  # the config's mean over every run, if known
+    if isinstance(pooled, dict) and isinstance(pooled.get("mean"), int | float):
+        return float(pooled["mean"])
     mean = trial.user_attrs.get(ATTR_MEAN)
     if isinstance(mean, int | float) and not isinstance(mean, bool):
         return float(mean)
@@ -584,6 +648,8 @@ async def mutation_round(
     max_chars: int = MAX_PROMPT_CHARS,
     claim_ttl: float | None = None,
     catalog: Catalog | None = None,
+    function_name: str | None = None,
+    allow_code: bool = False,
 ) -> list[PromptGeneration]:
     """Builds the next generation of every role that completed trials have used.
 
@@ -612,6 +678,8 @@ async def mutation_round(
             (default: the pool's).
         catalog: Prices for the cost of the mutator's calls, which go with their tokens
             into a ``mutation_spend:`` study attr (default: :meth:`Catalog.load`).
+        function_name: The task's target function: a variant defining it is rejected.
+        allow_code: Keep variants that define it or are mostly code.
 
     Returns:
         The generations this call committed (empty if there was nothing to do or another
@@ -623,6 +691,11 @@ async def mutation_round(
         return []
     prices = catalog if catalog is not None else Catalog.load()
     spent = {"tokens": 0, "cost": 0.0}
+    rejected: list[dict[str, str]] = []
+
+    def reject(role: str, operator: str, reason: str, text: str) -> None:
+        rejected.append({"role": role, "operator": operator, "reason": reason, "text": text[:300]})
+
     try:
         infos = _trial_infos(study, pool)
         latest_infos = sorted(infos, key=lambda i: i.number)[-recent:]
@@ -661,16 +734,32 @@ async def mutation_round(
                 seed=round_number * 1000 + index,
                 sample=round_number * 1000 + index,
             )
-            try:
-                completion = await provider.complete(request)
-            except ProviderError:
+            completion = None
+            for attempt in (request, replace(request, max_tokens=2 * max_tokens)):
+                try:
+                    completion = await provider.complete(attempt)
+                except ProviderError:
+                    return None
+                spent["tokens"] += completion.prompt_tokens + completion.completion_tokens
+                spent["cost"] += prices.cost(  # priced by the id the space names, as trials are
+                    mutator_model, completion.prompt_tokens, completion.completion_tokens
+                )
+                if completion.finish_reason != "length":
+                    break
+            assert completion is not None
+            if completion.finish_reason == "length":
+                reason = f"cut off by max_tokens ({max_tokens}, then {2 * max_tokens})"
+                reject(role, operator, reason, completion.text)
                 return None
-            spent["tokens"] += completion.prompt_tokens + completion.completion_tokens
-            spent["cost"] += prices.cost(  # priced by the id the space names, as trials are
-                mutator_model, completion.prompt_tokens, completion.completion_tokens
-            )
             text = clean_prompt(completion.text, max_chars)
-            return None if text is None else (text, parents)
+            if text is None:
+                reject(role, operator, "empty", completion.text)
+                return None
+            problem = prompt_problem(text, function_name, allow_code=allow_code)
+            if problem is not None:
+                reject(role, operator, problem, text)
+                return None
+            return text, parents
 
         generations: list[PromptGeneration] = []
         for role in pool.roles:
@@ -715,13 +804,16 @@ async def mutation_round(
                 *(ask(role, op, i, parents, best, worst, weak) for op, i, parents in jobs)
             )
             number = pool.latest(role).number + 1
-            existing = {v.text for v in pool.variants(role)}
+            existing = list(pool.variants(role))
             new: list[PromptVariant] = []
             for (operator, _, _), answer in zip(jobs, answers, strict=True):
-                if answer is None or answer[0] in existing:
+                if answer is None:
                     continue
                 text, sources = answer
-                existing.add(text)
+                duplicate = _near_duplicate(text, [*existing, *new])
+                if duplicate is not None:
+                    reject(role, operator, duplicate, text)
+                    continue
                 new.append(
                     PromptVariant(
                         id=f"{role}.g{number}.{len(new)}",
@@ -741,9 +833,11 @@ async def mutation_round(
         pool.release_claim(round_number)
         raise
     finally:
+        worker = f"{round_number}:{socket.gethostname()}:{os.getpid()}"
         if spent["tokens"]:
-            key = f"{MUTATION_SPEND_PREFIX}:{round_number}:{socket.gethostname()}:{os.getpid()}"
-            study.set_user_attr(key, spent)
+            study.set_user_attr(f"{MUTATION_SPEND_PREFIX}:{worker}", spent)
+        if rejected:
+            study.set_user_attr(f"{REJECTED_PREFIX}:{worker}", rejected)
     # An empty round is committed too, so the schedule moves on when the mutator fails.
     record = {"completed_trials": len(infos), "mutator": mutator_model}
     committed = pool.commit_round(round_number, generations, record)

@@ -59,6 +59,7 @@ __all__ = [
     "LayerSpace",
     "MutationSpace",
     "PromptChooser",
+    "RacingSpace",
     "RoleSpace",
     "SearchSpace",
     "SpaceError",
@@ -295,6 +296,8 @@ class MutationSpace:
         variants: New prompts per role and round (the size of a generation).
         temperature: The mutator's sampling temperature.
         max_tokens: The mutator's max_tokens.
+        allow_code: Keep variants that define the task's function or are mostly code
+            (by default they are rejected: a prompt holding an answer is memorization).
     """
 
     every: Annotated[int, Field(strict=True, ge=0)] = 10
@@ -302,6 +305,24 @@ class MutationSpace:
     variants: _PositiveInt = 4
     temperature: Annotated[float, Field(strict=True, ge=0.0, le=2.0)] = 0.9
     max_tokens: _PositiveInt = 512
+    allow_code: Annotated[bool, Field(strict=True)] = False
+
+
+@dataclass(frozen=True, config=_STRICT)
+class RacingSpace:
+    """How repeats are spent (see :mod:`optimizer._racing`).
+
+    Attributes:
+        incumbent_runs: Runs the incumbent (the best config so far) always has.
+        max_runs: Most runs a challenger gets within one trial's race.
+    """
+
+    incumbent_runs: _PositiveInt = 3
+    max_runs: _PositiveInt = 8
+
+    def __post_init__(self) -> None:
+        if self.max_runs < self.incumbent_runs:
+            raise ValueError("racing.max_runs: must be at least racing.incumbent_runs")
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -318,6 +339,7 @@ class SearchSpace:
         same_model: One model for every agent: ``true``, ``false`` or ``search``.
         aggregation_template: Template choices; each holds ``{responses}``.
         mutation: How the prompt pools grow.
+        racing: How repeats are spent on challengers and the incumbent.
     """
 
     task: Annotated[str, Field(strict=True, min_length=1)]
@@ -331,6 +353,7 @@ class SearchSpace:
         DEFAULT_AGGREGATION_TEMPLATE,
     )
     mutation: MutationSpace = MutationSpace()
+    racing: RacingSpace = RacingSpace()
 
     def __post_init__(self) -> None:
         if self.cycles.high > 0 and self.layer_agents is None:
@@ -366,6 +389,11 @@ class SearchSpace:
     def with_repeats(self, repeats: int) -> SearchSpace:
         """Returns a copy with ``repeats`` runs per trial."""
         return replace(self, repeats=repeats)
+
+    def with_incumbent_runs(self, runs: int) -> SearchSpace:
+        """Returns a copy whose incumbent always has ``runs`` runs (max_runs raised to fit)."""
+        racing = RacingSpace(runs, max(runs, self.racing.max_runs))
+        return replace(self, racing=racing)
 
     def suggest(self, trial: optuna.Trial, pool: PromptChooser) -> MoAConfig:
         """Builds a trial's config, suggesting only the parameters it uses.

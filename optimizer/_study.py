@@ -8,9 +8,10 @@ tokens, cost) count everything the study has already spent, so the same command 
 study. When a budget is reached no new trial starts, the running trials finish and one
 sampled ahead is marked failed as never run. A first SIGINT (Ctrl-C) starts no new trial and
 lets the running ones finish; a second one, or SIGTERM, stops at once, marking the trials in
-flight as failed. A mutation round grows the prompt pools every K completed
-trials; at the end the top trials can be re-evaluated with more repeats (the confirm stage)
-and the best config is exported.
+flight as failed. A mutation round grows the prompt pools every K completed trials; a trial
+races its config against the incumbent (see :mod:`optimizer._racing`); at the end the top
+configs are topped up with more runs (the confirm stage) and the config with the highest
+lower bound over its pooled runs is exported with its statistics.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import math
 import os
 import signal
 import socket
-import statistics
 import time
 import warnings
 from collections import deque
@@ -40,20 +40,33 @@ from pydantic import TypeAdapter
 
 from graders._base import BaseGrader, Task
 from optimizer._catalog import Catalog
-from optimizer._config import MoAConfig, config_from_dict, config_to_dict, save_config
+from optimizer._config import MoAConfig, config_from_dict, config_to_dict
 from optimizer._errors import UserError
 from optimizer._evaluate import evaluate, write_transcript
+from optimizer._export import write_best
 from optimizer._failures import FailureCause, common_failures
 from optimizer._instances import InstanceSampling, make_pruner
 from optimizer._objective import (
     DIRECTIONS,
     Objective,
     Spend,
-    behaviour,
     transcript_path,
     worker_id,
 )
-from optimizer._prompts import MUTATION_SPEND_PREFIX, PromptPool, mutation_round
+from optimizer._prompts import (
+    MUTATION_SPEND_PREFIX,
+    REJECTED_PREFIX,
+    PromptPool,
+    mutation_round,
+)
+from optimizer._racing import (
+    RUNS_ATTR,
+    ConfigRuns,
+    best_config,
+    lower_confidence_bound,
+    rank_key,
+    study_runs,
+)
 from optimizer._space import SearchSpace
 from optimizer._split import Split, store_split
 from optimizer._storage import storage_lock
@@ -73,13 +86,17 @@ __all__ = [
     "failed_run",
     "lower_confidence_bound",
     "make_sampler",
+    "rejection_counts",
     "study_spent",
     "summary_dict",
 ]
 
 SAMPLERS = ("tpe", "random", "gp", "nsga2")
 CONFIRM_ATTR = "confirm"
-"""Study user attrs ``confirm:<trial number>``: the confirm stage's re-evaluation."""
+"""Study user attrs ``confirm:<trial number>``: re-evaluations of studies made before racing
+(their spending still counts; the confirm stage now writes ``runs:`` attrs)."""
+RACING_ATTR = "racing"
+"""Study user attr: the racing settings (``incumbent_runs``, ``max_runs``) of the study."""
 SESSION_ATTR = "session"
 """Study user attrs ``session:<host>:<pid>:<start>``: ``[start, end]`` epoch seconds."""
 SPACE_ATTR = "space"
@@ -154,9 +171,10 @@ class Status:
         spent: What the study has used.
         budget: The budget.
         running: Trials of this process calling models or being graded.
-        best: Best mean score so far, or None.
-        best_trial: Its trial number.
+        best: The incumbent's pooled mean score, or None.
+        best_trial: The first trial of the incumbent's config.
         message: What just happened, or "".
+        incumbent: Every run of the incumbent's config (mean, std, n), or None.
     """
 
     spent: Spent
@@ -165,6 +183,7 @@ class Status:
     best: float | None
     best_trial: int | None
     message: str = ""
+    incumbent: ConfigRuns | None = None
 
 
 @dataclass(frozen=True)
@@ -186,19 +205,21 @@ class TrialEnd:
 
 @dataclass(frozen=True)
 class Confirmation:
-    """A top trial re-evaluated with more repeats.
+    """A top config after the confirm stage topped its pooled runs up.
 
     Attributes:
-        number: The trial re-evaluated.
-        repeats: Repeats of the re-evaluation.
-        scores: Score of each repeat.
+        number: The first trial that ran the config.
+        repeats: Runs of the config (every trial's, racing's and the confirm stage's).
+        scores: Score of each run.
         mean: Mean score.
         std: Sample standard deviation.
         lcb: One-sided 95% lower confidence bound of the mean (Student's t).
-        max_rate: Share of answers that earned every point.
-        max_score: Points a repeat can earn.
-        tokens: Tokens the re-evaluation spent.
+        max_rate: Share of runs that earned every point.
+        max_score: Points a run can earn.
+        tokens: Tokens the confirm stage spent on this config (every session).
         cost: Its estimated US dollars.
+        config_key: The config's key (see :func:`optimizer._racing.config_key`).
+        ucb: One-sided 95% upper confidence bound (with ``lcb``, a 90% interval).
     """
 
     number: int
@@ -211,10 +232,14 @@ class Confirmation:
     max_score: float
     tokens: int
     cost: float
+    config_key: str = ""
+    ucb: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the JSON form stored in the study."""
+        """Returns the JSON form."""
         return {
+            "config_key": self.config_key,
+            "ucb": self.ucb,
             "number": self.number,
             "repeats": self.repeats,
             "scores": list(self.scores),
@@ -241,6 +266,8 @@ class Confirmation:
             max_score=float(data["max_score"]),
             tokens=int(data["tokens"]),
             cost=float(data["cost"]),
+            config_key=str(data.get("config_key", "")),
+            ucb=float(data.get("ucb", 0.0)),
         )
 
 
@@ -254,13 +281,17 @@ class SearchSummary:
         spent: What the study has used in total.
         session_trials: Trials this session ran, in the order they ended.
         stale: Trials a killed process had left running, marked failed at start.
-        best: The best trial (by confirmed mean if confirmed, else by mean), or None.
+        best: The first trial of the best config (the incumbent: the highest lower bound
+            over its pooled runs, among those with enough runs), or None.
         best_config: Its config.
         pareto: Trial numbers on the Pareto front (multi-objective studies).
         confirmations: The confirm stage's results, best first.
         exports: Files the best config was written to.
         objectives: The study's objectives.
         failures: When most trials share a low score, its most common causes.
+        best_runs: Every run of the best config (mean, std, n, bounds), or None.
+        rejected: Mutator answers the study rejected, counted by reason (``cut off by
+            max_tokens``, ``near-duplicate``...).
     """
 
     study: str
@@ -275,31 +306,13 @@ class SearchSummary:
     exports: tuple[Path, ...]
     objectives: tuple[str, ...]
     failures: tuple[FailureCause, ...] = ()
+    best_runs: ConfigRuns | None = None
+    rejected: tuple[tuple[str, int], ...] = ()
 
     @property
     def interrupted(self) -> bool:
         """Whether a signal stopped the search."""
         return self.stopped_by.startswith("interrupt")
-
-
-_T95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812,
-        1.796, 1.782, 1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725,
-        1.721, 1.717, 1.714, 1.711, 1.708, 1.706, 1.703, 1.701, 1.699, 1.697)  # fmt: skip
-
-
-def lower_confidence_bound(scores: Sequence[float]) -> float:
-    """One-sided 95% lower confidence bound of the mean: ``mean - t * std / sqrt(n)``.
-
-    With one score the bound is the score itself (no spread is known).
-    """
-    n = len(scores)
-    if n == 0:
-        return 0.0
-    mean = statistics.fmean(scores)
-    if n == 1:
-        return mean
-    t = _T95[n - 2] if n - 2 < len(_T95) else 1.645
-    return mean - t * statistics.stdev(scores) / math.sqrt(n)
 
 
 def make_sampler(
@@ -365,7 +378,7 @@ def study_spent(
     cost = sum(_number(t.user_attrs.get("cost")) for t in trials)
     intervals: dict[str, tuple[float, float]] = {}
     for key, value in study.user_attrs.items():
-        spend = key.startswith((f"{CONFIRM_ATTR}:", f"{MUTATION_SPEND_PREFIX}:"))
+        spend = key.startswith((f"{CONFIRM_ATTR}:", f"{MUTATION_SPEND_PREFIX}:", f"{RUNS_ATTR}:"))
         if spend and isinstance(value, dict):
             tokens += int(_number(value.get("tokens")))
             cost += _number(value.get("cost"))
@@ -445,6 +458,7 @@ def _space_key(space: SearchSpace) -> dict[str, Any]:
     data: dict[str, Any] = TypeAdapter(SearchSpace).dump_python(space, mode="json")
     data.pop("repeats", None)
     data.pop("mutation", None)
+    data.pop("racing", None)
     return data
 
 
@@ -613,6 +627,12 @@ class Search:
                 self._check_task(study, attrs.get(TASK_ATTR))
             if self.split is not None:
                 store_split(study, self.split)
+            racing = {
+                "incumbent_runs": self.space.racing.incumbent_runs,
+                "max_runs": self.space.racing.max_runs,
+            }
+            if attrs.get(RACING_ATTR) != racing:
+                study.set_user_attr(RACING_ATTR, racing)
         return study
 
     def _check_task(self, study: optuna.Study, stored: Any) -> None:
@@ -817,6 +837,8 @@ class Search:
                     temperature=mutation.temperature,
                     max_tokens=mutation.max_tokens,
                     catalog=self.catalog,
+                    function_name=self.tasks[0].function_name,
+                    allow_code=mutation.allow_code,
                 )
             except Exception as error:  # the search goes on with the pool it has
                 self._notify(study, 0, f"mutation round failed: {type(error).__name__}: {error}")
@@ -882,84 +904,92 @@ class Search:
     def _notify(self, study: optuna.Study, running: int, message: str) -> None:
         if self.observer is None:
             return
-        best = _best_complete(study)
+        leader = self._leader(study)
         self.observer(
             Status(
                 spent=self._spent(study),
                 budget=self.budget,
                 running=running,
-                best=None if best is None else best.values[0],
-                best_trial=None if best is None else best.number,
+                best=None if leader is None else leader.mean,
+                best_trial=None if leader is None else min(leader.trials, default=None),
                 message=message,
+                incumbent=leader,
             )
         )
 
+    def _leader(self, study: optuna.Study) -> ConfigRuns | None:
+        """The best config over its pooled runs (see :func:`optimizer._racing.rank_key`)."""
+        return best_config(study_runs(study), self.space.racing.incumbent_runs)
+
     # -- confirm and summary -------------------------------------------------------------
 
-    def _candidates(self, study: optuna.Study) -> list[FrozenTrial]:
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        pool = list(study.best_trials) if len(self.objectives) > 1 else complete
-        ranked = sorted(pool, key=lambda t: (-t.values[0], t.number))
-        chosen: list[FrozenTrial] = []
-        seen: list[dict[str, Any]] = []
-        for trial in ranked:
-            key = behaviour(config_from_dict(trial.user_attrs["config"], f"trial {trial.number}"))
-            if key in seen:
-                continue
-            seen.append(key)
-            chosen.append(trial)
-            if len(chosen) == self.confirm_top:
-                break
-        return chosen
+    def _candidates(self, study: optuna.Study) -> list[ConfigRuns]:
+        """The configs the confirm stage tops up: the ``confirm_top`` best pooled means.
+
+        In a multi-objective study, only configs of trials on the Pareto front.
+        """
+        pools = list(study_runs(study).values())
+        if len(self.objectives) > 1:
+            front = {t.number for t in study.best_trials}
+            pools = [p for p in pools if front.intersection(p.trials)]
+        # optimistic: the best means get the runs that tell them apart (racing already gave
+        # a config that came close to the incumbent its runs, so a lone lucky run is rare here)
+        ranked = sorted(pools, key=lambda p: (-p.mean, -p.n, min(p.trials)))
+        return ranked[: self.confirm_top]
 
     async def _confirm(self, study: optuna.Study) -> list[Confirmation]:
         gate = asyncio.Semaphore(self.workers)
+        seed = self.seed or 0
 
-        async def one(trial: FrozenTrial) -> Confirmation | None:
-            key = f"{CONFIRM_ATTR}:{trial.number}"
-            stored = study.user_attrs.get(key)
-            if isinstance(stored, dict) and int(stored.get("repeats", 0)) >= self.confirm_repeats:
-                return Confirmation.from_dict(stored)
-            config = config_from_dict(trial.user_attrs["config"], f"trial {trial.number}")
+        async def one(runs: ConfigRuns) -> None:
+            missing = self.confirm_repeats - runs.n
+            if missing <= 0:
+                return
+            number = min(runs.trials)
+            config = config_from_dict(runs.config, f"trial {number}")
             async with gate:
-                self._notify(study, 0, f"confirming trial {trial.number}")
+                self._notify(study, 0, f"confirming the config of trial {number}")
+                first = self.objective.reserve(runs, missing)
                 try:
                     evaluation = await evaluate(
                         config,
                         self.tasks,
                         self.router,
                         self.objective.grader,
-                        repeats=self.confirm_repeats,
-                        seed=self.seed or 0,
+                        repeats=missing,
+                        seed=seed,
+                        first=first,
                         catalog=self.catalog,
                     )
                 except Exception as error:  # report the others
-                    self._notify(study, 0, f"confirming trial {trial.number} failed: {error}")
-                    return None
-            path = transcript_path(self.study_dir, trial.number)
-            write_transcript(path.with_name(f"{trial.number}-confirm.jsonl"), evaluation)
-            scores = evaluation.scores
-            confirmation = Confirmation(
-                number=trial.number,
-                repeats=self.confirm_repeats,
-                scores=scores,
-                mean=evaluation.mean,
-                std=evaluation.std,
-                lcb=lower_confidence_bound(scores),
-                max_rate=evaluation.max_rate,
-                max_score=evaluation.max_score,
-                tokens=evaluation.prompt_tokens + evaluation.completion_tokens,
-                cost=evaluation.cost,
-            )
-            study.set_user_attr(key, confirmation.to_dict())
-            return confirmation
+                    self._notify(study, 0, f"confirming trial {number} failed: {error}")
+                    return
+            path = transcript_path(self.study_dir, number)
+            write_transcript(path.with_name(f"{number}-confirm-{first}.jsonl"), evaluation)
+            record = {
+                "config": runs.config,
+                "repeats": list(evaluation.repeat_indices),
+                "scores": list(evaluation.scores),
+                "max_score": evaluation.max_score,
+                "tokens": evaluation.prompt_tokens + evaluation.completion_tokens,
+                "cost": evaluation.cost,
+            }
+            await asyncio.to_thread(study.set_user_attr, f"{RUNS_ATTR}:{runs.key}:{first}", record)
 
-        tasks = [asyncio.create_task(one(t)) for t in self._candidates(study)]
+        candidates = self._candidates(study)
+        tasks = [asyncio.create_task(one(c)) for c in candidates]
         self._tasks.update(tasks)
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.difference_update(tasks)
-        found = [r for r in results if isinstance(r, Confirmation)]
-        return sorted(found, key=lambda c: (-c.mean, -c.lcb, c.number))
+        pools = study_runs(study)
+        spend = _confirm_spend(study)
+        found = [
+            _confirmation(pools[c.key], spend.get(c.key, (0, 0.0)))
+            for c in candidates
+            if c.key in pools
+        ]
+        runs = self.space.racing.incumbent_runs
+        return sorted(found, key=lambda c: rank_key(pools[c.config_key], runs), reverse=True)
 
     def _summary(
         self,
@@ -969,17 +999,24 @@ class Search:
         confirmations: list[Confirmation],
     ) -> SearchSummary:
         pareto: tuple[int, ...] = ()
-        if len(self.objectives) > 1 and study.get_trials(states=(TrialState.COMPLETE,)):
-            pareto = tuple(sorted(t.number for t in study.best_trials))
-        best: FrozenTrial | None
-        best = study.trials[confirmations[0].number] if confirmations else _best_complete(study)
+        best: FrozenTrial | None = None
+        leader: ConfigRuns | None = None
+        if len(self.objectives) > 1:
+            if study.get_trials(states=(TrialState.COMPLETE,)):
+                pareto = tuple(sorted(t.number for t in study.best_trials))
+            best = _best_complete(study)
+        else:
+            leader = self._leader(study)
+            best = None if leader is None else study.trials[min(leader.trials)]
         config = None
         exports: tuple[Path, ...] = ()
         if best is not None:
             config = config_from_dict(best.user_attrs["config"], f"trial {best.number}")
-            exports = (self.study_dir / "best.json", self.study_dir / "best.yaml")
-            for path in exports:
-                save_config(config, path, self.task)
+            if leader is None:
+                leader = study_runs(study).get(str(best.user_attrs.get("config_key")))
+            exports = write_best(
+                config, leader, self.study_dir / "best.json", best.number, self.task
+            )
         return SearchSummary(
             study=self.study_name,
             stopped_by=stopped_by,
@@ -993,7 +1030,52 @@ class Search:
             exports=exports,
             objectives=self.objectives,
             failures=common_failures(study.get_trials(deepcopy=False)),
+            best_runs=leader,
+            rejected=rejection_counts(study),
         )
+
+
+def rejection_counts(study: optuna.Study) -> tuple[tuple[str, int], ...]:
+    """How many mutator answers the study rejected, by reason, most frequent first."""
+    counts: dict[str, int] = {}
+    for name, value in study.user_attrs.items():
+        if name.startswith(f"{REJECTED_PREFIX}:") and isinstance(value, list):
+            for item in value:
+                reason = str(item.get("reason", "")) if isinstance(item, dict) else ""
+                kind = reason.split(" (")[0].split(" of ")[0]
+                counts[kind] = counts.get(kind, 0) + 1
+    return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _confirm_spend(study: optuna.Study) -> dict[str, tuple[int, float]]:
+    """Tokens and cost of the confirm stage's runs, by config key."""
+    spend: dict[str, tuple[int, float]] = {}
+    for name, value in study.user_attrs.items():
+        parts = name.split(":")
+        if len(parts) == 3 and parts[0] == RUNS_ATTR and isinstance(value, dict):
+            tokens, cost = spend.get(parts[1], (0, 0.0))
+            spend[parts[1]] = (
+                tokens + int(_number(value.get("tokens"))),
+                cost + _number(value.get("cost")),
+            )
+    return spend
+
+
+def _confirmation(runs: ConfigRuns, spend: tuple[int, float]) -> Confirmation:
+    return Confirmation(
+        number=min(runs.trials),
+        repeats=runs.n,
+        scores=runs.scores,
+        mean=runs.mean,
+        std=runs.std,
+        lcb=runs.lcb,
+        max_rate=runs.max_rate,
+        max_score=runs.max_score,
+        tokens=spend[0],
+        cost=spend[1],
+        config_key=runs.key,
+        ucb=runs.ucb,
+    )
 
 
 class _Slots:
@@ -1103,8 +1185,10 @@ def summary_dict(summary: SearchSummary) -> dict[str, Any]:
                 for k in ("mean", "std", "scores", "max_score", "max_rate", "test_pass_rates")
             },
         },
+        "best_runs": None if summary.best_runs is None else summary.best_runs.stats(),
         "best_config": None if summary.best_config is None else config_to_dict(summary.best_config),
         "pareto": list(summary.pareto),
+        "rejected_variants": dict(summary.rejected),
         "confirmations": [c.to_dict() for c in summary.confirmations],
         "exports": [str(p) for p in summary.exports],
         "objectives": list(summary.objectives),

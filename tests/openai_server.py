@@ -18,7 +18,8 @@ from typing import Any
 
 __all__ = ["Fault", "OpenAIServer", "RecordedRequest", "default_responder"]
 
-Responder = Callable[[dict[str, Any]], str]
+Responder = Callable[[dict[str, Any]], "str | tuple[str, str]"]
+"""Builds the answer text, or ``(text, finish_reason)`` (e.g. ``length``), from the body."""
 
 
 def default_responder(body: dict[str, Any]) -> str:
@@ -223,7 +224,8 @@ class OpenAIServer:
                 delay = server.latency + (fault.seconds if fault is not None else 0.0)
                 if delay:
                     time.sleep(delay)
-                text = server.responder(body)
+                reply = server.responder(body)
+                text, finish = reply if isinstance(reply, tuple) else (reply, "stop")
                 prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
                 completion_tokens = len(text.split())
                 answer = {
@@ -234,7 +236,7 @@ class OpenAIServer:
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "finish_reason": finish,
                         }
                     ],
                     "usage": {

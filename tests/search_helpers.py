@@ -83,6 +83,24 @@ def seed_responder(body: dict[str, Any]) -> str:
     return f"[{body['model']}] " + " ".join(words)
 
 
+_WORDS = (
+    "check", "edge", "cases", "inputs", "carefully", "explain", "briefly", "verify", "types",
+    "return", "values", "empty", "lists", "large", "numbers", "dates", "format", "output",
+    "handle", "errors", "gracefully", "test", "each", "branch", "keep", "code", "short",
+    "readable", "names", "clear", "avoid", "globals", "document", "assumptions", "sort", "keys",
+)  # fmt: skip
+
+
+def distinct_words(digest: str, count: int = 12) -> str:
+    """Words picked by ``digest`` (hex), so two digests give dissimilar prompts."""
+    value = int(digest, 16)
+    words = []
+    for _ in range(count):
+        value, index = divmod(value * 7919 + 13, len(_WORDS))
+        words.append(_WORDS[index])
+    return " ".join(words)
+
+
 def mutator_responder(body: dict[str, Any]) -> str:
     """A deterministic mutator: names the operator it was asked for and a digest of the ask.
 
@@ -99,7 +117,7 @@ def mutator_responder(body: dict[str, Any]) -> str:
         operator = "reflect"
     elif "often fail the test" in user:
         operator = "specialise"
-    text = f"Prompt {digest} written by {operator}. Be precise and complete."
+    text = f"Prompt {digest} written by {operator}: {distinct_words(digest)}. Be precise."
     if int(digest, 16) % 3:
         text += " Other answers: {helper_response}"
     return text

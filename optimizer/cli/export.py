@@ -27,9 +27,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "export",
         help="export a study's best config (or Pareto front)",
         description=(
-            "Export the best config of a study (the best confirmed trial if the confirm stage "
-            "ran, else the best score) in the workshop's JSON format, importable in the "
-            "workshop app, or in our YAML. A multi-objective study exports its Pareto front: "
+            "Export the best config of a study (the highest 95% lower bound over its pooled "
+            "runs among configs with enough runs; never one lucky run) in the workshop's JSON "
+            "format, importable in the workshop app, or in our YAML; with -o, its statistics "
+            "go to FILE.stats.json beside it. A multi-objective study exports its Pareto front: "
             "one file per config (FILE-trial<N>.json) with -o, a JSON list or YAML stream on "
             "stdout without."
         ),
@@ -64,6 +65,12 @@ def handle(args: argparse.Namespace) -> int:
         if exported.repeats is not None:
             mean += f" over {exported.repeats} repeats"
         source = " (confirmed)" if exported.confirmed else ""
+        if exported.runs is not None:
+            runs = exported.runs
+            mean = (
+                f" mean {runs.mean:.4g} ± {runs.std:.3g} over {runs.n} runs, 95% lower bound "
+                f"{runs.lcb:.4g}, best single run {runs.best:.4g}"
+            )
         values = ", ".join(f"{v:.4g}" for v in exported.values)
         print(f"trial {exported.trial}: values {values};{mean}{source}", file=sys.stderr)
         lost = workshop_losses(exported.config) if fmt == "workshop" else []

@@ -47,13 +47,22 @@ from optimizer.cli._common import (
     warn_unknown_models,
 )
 
-__all__ = ["DEFAULT_SPACE", "DEFAULT_STUDY", "DEFAULT_TRIALS", "register"]
+__all__ = [
+    "DEFAULT_CONFIRM_REPEATS",
+    "DEFAULT_SPACE",
+    "DEFAULT_STUDY",
+    "DEFAULT_TRIALS",
+    "register",
+]
 
 _SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 DEFAULT_SPACE = _SPACES / "challenge-local.yaml"
 DEFAULT_BASELINE = _SPACES / "baselines" / "workshop-default.json"
 DEFAULT_STUDY = "challenge"
 DEFAULT_TRIALS = 10
+DEFAULT_CONFIRM_REPEATS = 6
+"""The confirm stage tops the 3 best configs up to this many runs (about a fifth of the runs
+of a 40-trial search with racing)."""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,6 +107,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--repeats", type=positive_int, metavar="R", help="runs per trial (default: the space's)"
     )
     parser.add_argument(
+        "--incumbent-runs",
+        type=positive_int,
+        metavar="K",
+        help="runs the incumbent (best config so far) always has; a challenger races it with "
+        "more runs before it may replace it (default: the space's racing.incumbent_runs, 3)",
+    )
+    parser.add_argument(
         "--agent-max-tokens",
         type=positive_int,
         metavar="N",
@@ -127,17 +143,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--confirm-repeats",
         type=nonnegative_int,
-        default=0,
+        default=DEFAULT_CONFIRM_REPEATS,
         metavar="N",
-        help="re-evaluate the top trials with N repeats once a budget stops the search "
-        "(not on Ctrl-C; its spending counts towards a resumed study's budgets; default 0: off)",
+        help="once a budget stops the search, top the best configs up to N pooled runs each "
+        "before export (not on Ctrl-C; its spending counts towards a resumed study's budgets; "
+        f"default {DEFAULT_CONFIRM_REPEATS}; 0 turns it off)",
     )
     parser.add_argument(
         "--confirm-top",
         type=positive_int,
         default=3,
         metavar="K",
-        help="how many top trials the confirm stage re-evaluates (default 3)",
+        help="how many of the best configs the confirm stage tops up (default 3)",
     )
     suite = parser.add_argument_group("suites (a .jsonl task or humaneval)")
     suite.add_argument(
@@ -206,10 +223,12 @@ def baselines_from(args: argparse.Namespace) -> list[tuple[str, MoAConfig]]:
 
 
 def prepare_space(args: argparse.Namespace) -> SearchSpace:
-    """Loads ``--space`` and applies ``--repeats`` and ``--agent-max-tokens``."""
+    """Loads ``--space``; applies ``--repeats``, ``--incumbent-runs``, ``--agent-max-tokens``."""
     space = load_space(args.space)
     if args.repeats is not None:
         space = space.with_repeats(args.repeats)
+    if args.incumbent_runs is not None:
+        space = space.with_incumbent_runs(args.incumbent_runs)
     if args.agent_max_tokens is not None:
         space = space.with_max_tokens(args.agent_max_tokens)
     return space
@@ -358,13 +377,19 @@ class ProgressDisplay:
             self._live = None
 
     def line(self, status: Status) -> str:
-        """The status line: trials, best mean, tokens, cost, elapsed."""
+        """The status line: trials, the incumbent's mean ± std (n), tokens, cost, elapsed."""
         spent, budget = status.spent, status.budget
         trials = f"{spent.trials}" + (f"/{budget.trials}" if budget.trials else "")
-        best = "-" if status.best is None else f"{status.best:.4g} (trial {status.best_trial})"
+        leader = status.incumbent
+        best = "-"
+        if leader is not None:
+            best = (
+                f"{leader.mean:.4g} ± {leader.std:.3g} (n={leader.n}, "
+                f"trial {min(leader.trials, default='-')})"
+            )
         return (
             f"[{self.study}] trials {trials} done, {status.running} running, "
-            f"{spent.failed} failed | best mean {best} | tokens {spent.tokens:,} | "
+            f"{spent.failed} failed | incumbent {best} | tokens {spent.tokens:,} | "
             f"cost ${spent.cost:.4f} | elapsed {_duration(spent.elapsed)}"
         )
 
@@ -409,22 +434,41 @@ def summary_lines(summary: SearchSummary) -> list[str]:
         lines.append("No trial completed, so there is no best config yet.")
         return lines
     attrs = best.user_attrs
-    scores = [float(s) for s in attrs.get("scores", [])]
-    top = float(attrs.get("max_score", 0.0))
-    lines.append(
-        f"Best: trial {best.number}: mean {float(attrs.get('mean', 0.0)):.4g}/{top:g} "
-        f"(std {float(attrs.get('std', 0.0)):.3g}, n={len(scores)}, "
-        f"95% LCB {lower_confidence_bound(scores):.4g}), scores {scores}, "
-        f"max-score rate {float(attrs.get('max_rate', 0.0)):.0%}"
-    )
+    runs = summary.best_runs
+    if runs is None:  # a multi-objective study: the trial's own runs
+        scores = [float(s) for s in attrs.get("scores", [])]
+        most = float(attrs.get("max_score", 0.0))
+        lines.append(
+            f"Pareto pick: trial {best.number}: mean {float(attrs.get('mean', 0.0)):.4g}/{most:g} "
+            f"(std {float(attrs.get('std', 0.0)):.3g}, n={len(scores)}, "
+            f"95% lower bound {lower_confidence_bound(scores):.4g}), scores {scores}"
+        )
+    else:
+        top = f"/{runs.max_score:g}" if runs.max_score else ""
+        lines.append(
+            f"Best config (trial {best.number}, runs pooled from trials "
+            f"{', '.join(map(str, runs.trials))}): mean {runs.mean:.4g}{top} ± {runs.std:.3g} "
+            f"(n={runs.n}), 95% lower bound {runs.lcb:.4g}, 90% interval "
+            f"[{runs.lcb:.4g}, {runs.ucb:.4g}]; max-score rate {runs.max_rate:.0%}"
+        )
+        lines.append(
+            f"Its best single run: {runs.best:.4g}{top} (one draw; expect the mean). "
+            f"Scores: {', '.join(f'{s:.4g}' for s in runs.scores)}"
+        )
+        if runs.n < 2:
+            lines.append("Only one run: no spread is known; raise --confirm-repeats to know more.")
     for confirmation in summary.confirmations:
         marker = "*" if confirmation.number == best.number else " "
         lines.append(
-            f" {marker} confirmed trial {confirmation.number} with {confirmation.repeats} "
-            f"repeats: mean {confirmation.mean:.4g}/{confirmation.max_score:g}, std "
-            f"{confirmation.std:.3g}, 95% LCB {confirmation.lcb:.4g}, max-score rate "
-            f"{confirmation.max_rate:.0%}"
+            f" {marker} confirmed config of trial {confirmation.number}: "
+            f"{confirmation.repeats} runs, mean {confirmation.mean:.4g}/"
+            f"{confirmation.max_score:g} ± {confirmation.std:.3g}, 95% lower bound "
+            f"{confirmation.lcb:.4g}, max-score rate {confirmation.max_rate:.0%}"
         )
+    if summary.rejected:
+        total = sum(count for _, count in summary.rejected)
+        shown = ", ".join(f"{count} {reason}" for reason, count in summary.rejected)
+        lines.append(f"Mutator answers rejected: {total} ({shown})")
     rates = attrs.get("test_pass_rates") or {}
     if rates:
         shown = ", ".join(f"{name} {rate:.0%}" for name, rate in rates.items())
@@ -439,6 +483,7 @@ def summary_lines(summary: SearchSummary) -> list[str]:
     text = dump_yaml(config_to_dict(summary.best_config))
     lines += ["  " + line if line else "" for line in text.rstrip().splitlines()]
     if summary.exports:
-        workshop, ours = summary.exports
-        lines.append(f"Exported: {workshop} (workshop JSON), {ours} (YAML)")
+        workshop, ours, *stats = summary.exports
+        extra = f", {stats[0]} (statistics)" if stats else ""
+        lines.append(f"Exported: {workshop} (workshop JSON), {ours} (YAML){extra}")
     return lines

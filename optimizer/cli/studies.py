@@ -20,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from optimizer._racing import best_config, study_runs
 from optimizer._storage import DEFAULT_RUNS_DIR, JOURNAL_FILE, load_study, open_storage
 from optimizer._study import failed_run
 from optimizer._taskref import TASK_ATTR, TaskRef
@@ -57,13 +58,17 @@ class StudyRow:
         pruned: Pruned trials.
         failed: Failed trials (not those sampled ahead that never ran).
         running: Running or waiting trials.
-        best: Best mean score, or None.
-        best_trial: Its trial number.
+        best: The best config's pooled mean score, or None.
+        best_trial: The first trial of the best config.
         objectives: The study's objectives.
         last: When its latest trial started, ISO format, or "".
         task: The task's name, or "" for a study that did not record it.
         task_source: The shipped task's name or the task file's path, or "".
         validations: ``moa-opt validate``'s stored results, by split.
+        std: Standard deviation of the best config's runs.
+        n: Its runs.
+        lcb: The 95% lower confidence bound of its mean.
+        best_run: Its best single run.
     """
 
     study: str
@@ -79,6 +84,10 @@ class StudyRow:
     task: str = ""
     task_source: str = ""
     validations: dict[str, Any] = field(default_factory=dict)
+    std: float | None = None
+    n: int = 0
+    lcb: float | None = None
+    best_run: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the JSON form."""
@@ -96,6 +105,10 @@ class StudyRow:
             "task": self.task,
             "task_source": self.task_source,
             "validations": self.validations,
+            "std": self.std,
+            "n": self.n,
+            "lcb": self.lcb,
+            "best_run": self.best_run,
         }
 
 
@@ -106,8 +119,9 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         states = [t.state for t in trials]
-        complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
-        best = max(complete, key=lambda t: (t.values[0], -t.number), default=None)
+        racing = study.user_attrs.get("racing")
+        need = int(racing.get("incumbent_runs", 3)) if isinstance(racing, dict) else 3
+        leader = best_config(study_runs(study), need)
         starts = [t.datetime_start for t in trials if t.datetime_start is not None]
         task = TaskRef.from_dict(study.user_attrs.get(TASK_ATTR))
         rows.append(
@@ -118,13 +132,17 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
                 pruned=states.count(TrialState.PRUNED),
                 failed=sum(failed_run(t) for t in trials),
                 running=states.count(TrialState.RUNNING) + states.count(TrialState.WAITING),
-                best=None if best is None else best.values[0],
-                best_trial=None if best is None else best.number,
+                best=None if leader is None else leader.mean,
+                best_trial=None if leader is None else min(leader.trials),
                 objectives=tuple(study.user_attrs.get("objectives", ["score"])),
                 last=max(starts).isoformat(timespec="seconds") if starts else "",
                 task="" if task is None else task.name,
                 task_source="" if task is None else task.source,
                 validations=validations(study),
+                std=None if leader is None else leader.std,
+                n=0 if leader is None else leader.n,
+                lcb=None if leader is None else leader.lcb,
+                best_run=None if leader is None else leader.best,
             )
         )
     return rows
@@ -157,19 +175,21 @@ def handle(args: argparse.Namespace) -> int:
     table = Table(title="studies", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("study", overflow="fold")
     table.add_column("task", overflow="fold")
-    for column in ("done", "failed", "running", "best mean"):
+    table.add_column("done/fail/run", justify="right", no_wrap=True)
+    for column in ("best mean ± std (n)", "LCB", "best run"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("last trial", no_wrap=True)
     for row in rows:
-        best = "-" if row.best is None else f"{row.best:.4g} (#{row.best_trial})"
         table.add_row(
             row.study,
             row.task or "-",
-            str(row.complete + row.pruned),
-            str(row.failed),
-            str(row.running),
-            best,
-            row.last[:16].replace("T", " "),
+            f"{row.complete + row.pruned}/{row.failed}/{row.running}",
+            "-"
+            if row.best is None
+            else f"{row.best:.4g}±{row.std or 0:.2g} ({row.n}) #{row.best_trial}",
+            "-" if row.lcb is None else f"{row.lcb:.4g}",
+            "-" if row.best_run is None else f"{row.best_run:.4g}",
+            row.last[5:16].replace("T", " "),
         )
     out = Console()
     out.print(table)

@@ -58,6 +58,7 @@ class Completion:
         latency: Seconds from request to answer, retries included.
         retries: How many times the request was retried.
         cached: Whether the answer came from the response cache.
+        finish_reason: Why generation stopped: ``stop``, or ``length`` when max_tokens cut it.
     """
 
     text: str
@@ -66,6 +67,7 @@ class Completion:
     latency: float
     retries: int = 0
     cached: bool = False
+    finish_reason: str = "stop"
 
 
 class ProviderError(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -25,7 +26,8 @@ CREATE TABLE IF NOT EXISTS responses (
     text TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    finish_reason TEXT
 )
 """
 
@@ -58,6 +60,7 @@ class CachedAnswer:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: str = "stop"
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ class ResponseCache:
         row = (
             self._connection()
             .execute(
-                "SELECT text, prompt_tokens, completion_tokens FROM responses WHERE key = ?",
+                "SELECT text, prompt_tokens, completion_tokens, finish_reason FROM responses "
+                "WHERE key = ?",
                 (key,),
             )
             .fetchone()
@@ -117,14 +121,16 @@ class ResponseCache:
                 self._misses += 1
             else:
                 self._hits += 1
-        return None if row is None else CachedAnswer(str(row[0]), int(row[1]), int(row[2]))
+        if row is None:
+            return None
+        return CachedAnswer(str(row[0]), int(row[1]), int(row[2]), str(row[3] or "stop"))
 
     def put(self, key: str, endpoint: str, model: str, answer: CachedAnswer) -> None:
         """Stores ``answer`` under ``key`` (replacing an earlier one)."""
         connection = self._connection()
         with connection:
             connection.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
                     endpoint,
@@ -133,6 +139,7 @@ class ResponseCache:
                     answer.prompt_tokens,
                     answer.completion_tokens,
                     time.time(),
+                    answer.finish_reason,
                 ),
             )
 
@@ -170,6 +177,10 @@ class ResponseCache:
         connection.execute("PRAGMA synchronous = NORMAL")
         with connection:
             connection.execute(_SCHEMA)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(responses)")}
+            if "finish_reason" not in columns:  # a cache made before it was stored
+                with contextlib.suppress(sqlite3.OperationalError):  # another process did it
+                    connection.execute("ALTER TABLE responses ADD COLUMN finish_reason TEXT")
         self._local.connection = connection
         self._connections.append(connection)
         return connection
@@ -209,10 +220,14 @@ class CachedProvider(Provider):
                 completion_tokens=0,
                 latency=time.perf_counter() - start,
                 cached=True,
+                finish_reason=found.finish_reason,
             )
         completion = await self.inner.complete(request)
         answer = CachedAnswer(
-            completion.text, completion.prompt_tokens, completion.completion_tokens
+            completion.text,
+            completion.prompt_tokens,
+            completion.completion_tokens,
+            completion.finish_reason,
         )
         await asyncio.to_thread(self.cache.put, key, self.endpoint, request.model, answer)
         return completion

@@ -189,6 +189,7 @@ class LocalProvider(Provider):
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             latency=latency,
+            finish_reason=str(response["choices"][0].get("finish_reason") or "stop"),
         )
 
     async def list_models(self) -> list[str]:

@@ -129,8 +129,8 @@ def _server_message(response: httpx.Response) -> str:
     return shown if len(shown) <= _MAX_MESSAGE else shown[:_MAX_MESSAGE] + "..."
 
 
-def _parse_completion(data: Any) -> tuple[str, int, int]:
-    """Returns (text, prompt_tokens, completion_tokens) from a chat completion body.
+def _parse_completion(data: Any) -> tuple[str, int, int, str]:
+    """Returns (text, prompt_tokens, completion_tokens, finish_reason) from a completion body.
 
     Raises:
         ValueError: The body is not a chat completion.
@@ -154,7 +154,8 @@ def _parse_completion(data: Any) -> tuple[str, int, int]:
     completion_tokens = usage.get("completion_tokens", 0)
     if not isinstance(prompt_tokens, int) or not isinstance(completion_tokens, int):
         raise ValueError("usage token counts are not integers")
-    return content, prompt_tokens, completion_tokens
+    reason = choices[0].get("finish_reason")
+    return content, prompt_tokens, completion_tokens, reason if isinstance(reason, str) else "stop"
 
 
 def _default_max_tokens_field(base_url: str) -> str:
@@ -258,7 +259,7 @@ class OpenAICompatProvider(Provider):
             "POST", "/chat/completions", request.model, json_body=self.body(request)
         )
         try:
-            text, prompt_tokens, completion_tokens = _parse_completion(response.json())
+            text, prompt_tokens, completion_tokens, reason = _parse_completion(response.json())
         except ValueError as error:  # JSONDecodeError is a ValueError
             raise ProviderError(
                 f"{self.name}: model {request.model!r}: malformed chat completion "
@@ -270,6 +271,7 @@ class OpenAICompatProvider(Provider):
             completion_tokens=completion_tokens,
             latency=time.perf_counter() - start,
             retries=retries,
+            finish_reason=reason,
         )
 
     async def list_models(self) -> list[str]:

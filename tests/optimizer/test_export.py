@@ -73,6 +73,32 @@ def test_the_confirm_stage_decides_when_it_ran(tmp_path: Path) -> None:
     assert best.trial == 0 and best.confirmed and best.mean == 104.0 and best.repeats == 10
 
 
+def test_a_study_with_racing_exports_the_highest_lower_bound_with_its_statistics(
+    tmp_path: Path,
+) -> None:
+    study = study_in(tmp_path)
+    study.set_user_attr("racing", {"incumbent_runs": 3, "max_runs": 8})
+    add(study, [120.0], make_config(0.1), scores=[120.0], max_score=120.0)  # one lucky run
+    add(study, [80.0], make_config(0.2), scores=[80.0, 90.0], max_score=120.0,
+        repeat_indices=[0, 1])  # fmt: skip
+    add(study, [85.0], make_config(0.2), scores=[85.0], max_score=120.0, repeat_indices=[2])
+    [best] = best_configs(study)
+    assert best.trial == 1 and best.config == make_config(0.2) and best.confirmed
+    assert best.runs is not None and best.runs.scores == (80.0, 90.0, 85.0)
+    assert best.mean == 85.0 and best.repeats == 3
+    written = export_configs([best], tmp_path / "out" / "best.yaml", "yaml")
+    assert written == [tmp_path / "out" / "best.yaml", tmp_path / "out" / "best.stats.json"]
+    text = written[0].read_text()
+    assert text.startswith("# Best config (trial 1; runs pooled over trials 1, 2 and the confirm")
+    assert "# Mean 85/120, std 5, n=3 runs; 95% lower bound 76.57" in text
+    assert config_from_dict(yaml.safe_load(text)) == make_config(0.2)
+    stats = json.loads(written[1].read_text())
+    assert stats["n"] == 3 and stats["best_single_run"] == 90.0 and stats["trial"] == 1
+    assert stats["lcb"] == pytest.approx(85 - 2.920 * 5 / 3**0.5)
+    workshop = export_configs([best], tmp_path / "w" / "best.json", "workshop")
+    assert config_from_workshop(json.loads(workshop[0].read_text())).main.temperature == 0.2
+
+
 def test_multi_objective_exports_the_pareto_front(tmp_path: Path) -> None:
     study = study_in(tmp_path, ["maximize", "minimize"])
     add(study, [100.0, 0.02], make_config(0.1))

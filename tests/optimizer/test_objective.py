@@ -75,7 +75,8 @@ def one_trial(
 
 def test_a_trial_records_every_user_attr_and_its_transcript(tmp_path: Path) -> None:
     with OpenAIServer(seed_responder) as server:
-        objective = make_objective(smoke(cycles=1), Router(base_url=server.base_url), tmp_path)
+        space = smoke(cycles=1, racing={"incumbent_runs": 2, "max_runs": 2})  # no extra runs
+        objective = make_objective(space, Router(base_url=server.base_url), tmp_path)
         study, _, values = one_trial(objective)
     frozen = study.trials[0]
     attrs = frozen.user_attrs

@@ -14,17 +14,19 @@ import optuna
 import pytest
 from moa_cli import ROOT
 from openai_server import OpenAIServer
-from search_helpers import SEEDS, mutator_responder, pool_search
+from search_helpers import SEEDS, distinct_words, mutator_responder, pool_search
 
 from optimizer._catalog import Catalog, ModelInfo
 from optimizer._config import HELPER_RESPONSE
 from optimizer._prompts import (
     MAX_PROMPT_CHARS,
+    REJECTED_PREFIX,
     PromptGeneration,
     PromptPool,
     PromptVariant,
     clean_prompt,
     mutation_round,
+    prompt_problem,
 )
 from optimizer._storage import open_storage
 from optimizer._study import study_spent
@@ -405,3 +407,114 @@ def test_a_claim_left_by_a_killed_local_worker_is_void_at_once(tmp_path: Path) -
     remote = {"time": time.time(), "worker": "other-host:1"}
     study.set_user_attr("prompt_pool:claim:2", json.dumps(remote))
     assert not pool.claim_round(2)  # another host: held until it expires
+
+
+# -- what a mutation round rejects --------------------------------------------------------
+
+TARGET_ANSWER = (
+    "Use this solution:\n"
+    "def calculate_user_metrics(users):\n"
+    "    total = sum(u['score'] for u in users)\n"
+    "    return {'total': total}\n"
+    "{helper_response}"
+)
+
+
+def one_round(
+    tmp_path: Path, responder: Any, **options: Any
+) -> tuple[list[PromptGeneration], PromptPool, list[dict[str, Any]], OpenAIServer]:
+    """Three trials on the main seeds, then one round of two variants; returns the rejections."""
+    study = make_study(tmp_path)
+    pool = PromptPool(study)
+    pool.ensure_seeds({"main": SEEDS["main"]})
+    with OpenAIServer(responder) as server:
+        router = Router(base_url=server.base_url, max_retries=0)
+
+        async def go() -> list[PromptGeneration]:
+            try:
+                await pool_search_main_only(study, pool)
+                return await mutation_round(study, pool, router, "m", 2, max_tokens=100, **options)
+            finally:
+                await router.aclose()
+
+        made = asyncio.run(go())
+    rejected = [
+        item
+        for key, value in study.user_attrs.items()
+        if key.startswith(f"{REJECTED_PREFIX}:1:")
+        for item in value
+    ]
+    return made, pool, rejected, server
+
+
+def test_a_mutator_answer_cut_off_by_max_tokens_is_asked_again_then_rejected(
+    tmp_path: Path,
+) -> None:
+    def cut(body: dict[str, Any]) -> tuple[str, str]:
+        return "You are an expert. Read the task and then care", "length"
+
+    made, pool, rejected, server = one_round(tmp_path, cut)
+    assert made == [] and pool.latest("main").number == 0
+    assert sorted(r.body["max_tokens"] for r in server.chat_requests) == [100, 100, 200, 200]
+    assert len(rejected) == 2
+    assert all(r["reason"].startswith("cut off by max_tokens") for r in rejected)
+
+
+def test_a_mutator_answer_cut_off_once_is_kept_when_the_retry_has_room(tmp_path: Path) -> None:
+    def room(body: dict[str, Any]) -> tuple[str, str]:
+        if body["max_tokens"] < 200:
+            return "Be careful and", "length"
+        return (
+            f"Answer {body['seed']}: {distinct_words(str(body['seed']) * 4)}. {{helper_response}}",
+            "stop",
+        )
+
+    _, pool, rejected, _ = one_round(tmp_path, room)
+    assert rejected == []
+    assert [v.text.startswith("Answer") for v in pool.latest("main").variants] == [True, True]
+
+
+def test_a_variant_defining_the_target_function_is_rejected_unless_code_is_allowed(
+    tmp_path: Path,
+) -> None:
+    def answer(body: dict[str, Any]) -> str:
+        return f"# variant {body['seed']}\n" + TARGET_ANSWER
+
+    made, pool, rejected, _ = one_round(
+        tmp_path / "strict", answer, function_name="calculate_user_metrics"
+    )
+    assert made == [] and len(rejected) == 2
+    assert all(
+        "defines the task's function 'calculate_user_metrics'" in r["reason"] for r in rejected
+    )
+    made, pool, rejected, _ = one_round(
+        tmp_path / "allowed", answer, function_name="calculate_user_metrics", allow_code=True
+    )
+    # code is allowed now; the second answer is only dropped as a near-duplicate of the first
+    assert [r["reason"].split(" of ")[0] for r in rejected] == ["near-duplicate"]
+    assert len(pool.latest("main").variants) == 1
+    assert "def calculate_user_metrics(" in pool.latest("main").variants[0].text
+
+
+def test_a_variant_that_is_mostly_code_is_rejected() -> None:
+    code = "import math\nx = 1\nfor i in range(3):\n    x += i\nSolve it.\n{helper_response}"
+    assert prompt_problem(code, None) == "mostly code (4 of 5 lines)"
+    assert prompt_problem(code, None, allow_code=True) is None
+    prose = "Think about edge cases:\nempty input, None, dates.\nThen answer. {helper_response}"
+    assert prompt_problem(prose, "f") is None
+    assert prompt_problem("Twice {helper_response} {helper_response}", None) == (
+        "holds {helper_response} 2 times (expected once)"
+    )
+
+
+def test_a_near_duplicate_of_a_pool_prompt_is_dropped(tmp_path: Path) -> None:
+    # the seed "You are the main agent. {helper_response}" with one word changed
+    def echo(body: dict[str, Any]) -> str:
+        if body["seed"] % 2:
+            return "You are the main agents. {helper_response}"
+        return f"Plan first: {distinct_words('ab12cd34')}. {{helper_response}}"
+
+    _, pool, rejected, _ = one_round(tmp_path, echo)
+    assert [v.text.startswith("Plan first") for v in pool.latest("main").variants] == [True]
+    assert len(rejected) == 1 and rejected[0]["reason"].startswith("near-duplicate of main.g0.0")
+    assert rejected[0]["text"] == "You are the main agents. {helper_response}"

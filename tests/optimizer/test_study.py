@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -15,7 +18,13 @@ import pytest
 import yaml
 from openai_server import Fault, OpenAIServer
 from optuna.trial import TrialState
-from search_helpers import KeywordGrader, keyword_task, seed_responder, system_prompt
+from search_helpers import (
+    KeywordGrader,
+    distinct_words,
+    keyword_task,
+    seed_responder,
+    system_prompt,
+)
 
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_from_dict, load_config
@@ -33,6 +42,7 @@ from optimizer._study import (
     lower_confidence_bound,
     study_spent,
 )
+from optimizer.cli.search import summary_lines
 from optimizer.providers import Router
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +71,9 @@ def smoke(**changes: Any) -> SearchSpace:
 def mutating_responder(body: dict[str, Any]) -> str:
     """The mutator writes prompts that ask for gamma; everything else is seed_responder."""
     if system_prompt(body).startswith("You improve system prompts"):
-        return f"Variant {body.get('seed')}: always mention gamma. {{helper_response}}"
+        digest = hashlib.sha256(str(body.get("seed")).encode()).hexdigest()[:12]
+        words = distinct_words(digest)
+        return f"Variant {body.get('seed')}: always mention gamma; {words}. {{helper_response}}"
     return seed_responder(body)
 
 
@@ -178,8 +190,10 @@ def test_the_sampler_sees_every_finished_trial_from_the_pool_threads(
 def one_call_search(
     tmp_path: Path, server: OpenAIServer, trials: int, workers: int, **options: Any
 ) -> SearchSummary:
-    """A search whose trials make one model call each (no cycles, one repeat)."""
-    space = smoke(cycles=0, repeats=1, mutation={"every": 0})
+    """A search whose trials make one model call each (no cycles, one repeat, no racing)."""
+    space = smoke(
+        cycles=0, repeats=1, mutation={"every": 0}, racing={"incumbent_runs": 1, "max_runs": 1}
+    )
     budget = Budget(trials=trials)
     return run(
         search(tmp_path, server, space, baselines=[], budget=budget, workers=workers, **options)
@@ -369,27 +383,34 @@ def test_confirm_stage_reevaluates_the_top_trials(tmp_path: Path) -> None:
         summary = run(
             search(tmp_path, server, budget=Budget(trials=4), confirm_repeats=4, confirm_top=2)
         )
-        calls = len(server.chat_requests)
         again = run(
             search(tmp_path, server, budget=Budget(trials=4), confirm_repeats=4, confirm_top=2)
         )
-        assert len(server.chat_requests) == calls  # confirmations are stored and reused
     assert len(summary.confirmations) == 2
     for confirmation in summary.confirmations:
-        assert confirmation.repeats == 4 and len(confirmation.scores) == 4
+        # every run of the config pooled: at least the 4 asked for, each a new draw
+        assert confirmation.repeats == len(confirmation.scores) >= 4
         # seed_responder alternates 100 and 60 points on even and odd seeds
         assert sorted(confirmation.scores)[:2] == [60.0, 60.0] or confirmation.mean > 80
         assert confirmation.lcb == pytest.approx(lower_confidence_bound(confirmation.scores))
         assert confirmation.lcb < confirmation.mean
     assert summary.best is not None and summary.best.number == summary.confirmations[0].number
-    assert again.confirmations == summary.confirmations
+    assert (
+        summary.best_runs is not None
+        and summary.best_runs.key == summary.confirmations[0].config_key
+    )
+    first = {c.config_key: c for c in summary.confirmations}
+    for confirmation in again.confirmations:  # stored runs are reused, not made again
+        if confirmation.config_key in first:
+            assert confirmation.scores == first[confirmation.config_key].scores
     study = load(tmp_path)
     mutations = sum(
         v["tokens"] for k, v in study.user_attrs.items() if k.startswith("mutation_spend:")
     )
     trials = sum(t.user_attrs["tokens"] for t in study.trials)
     confirmed = study_spent(study).tokens - trials - mutations
-    assert confirmed == sum(c.tokens for c in summary.confirmations) > 0
+    runs = {c.config_key: c.tokens for c in (*summary.confirmations, *again.confirmations)}
+    assert confirmed == sum(runs.values()) > 0
 
 
 def test_many_mutation_rounds_never_trip_the_categorical_check(tmp_path: Path) -> None:
@@ -471,3 +492,139 @@ def test_a_study_on_postgresql_is_joined_by_name_and_resumed(
     assert sum("baseline" in t.user_attrs for t in joined.trials) == 1
     assert PromptPool(joined).rounds >= 2
     optuna.delete_study(study_name=name, storage=open_storage(name, postgres_url))
+
+
+# -- racing: a noisy landscape (the same config scores differently per seed) ---------------
+
+
+def two_models(**racing: int) -> SearchSpace:
+    """One prompt, one temperature, no cycles: a trial's config is its main model."""
+    main = {"models": ["steady", "lucky"], "temperature": 0.5, "max_tokens": 64}
+    return smoke(
+        cycles=0,
+        repeats=1,
+        mutation={"every": 0},
+        main={**main, "prompts": ["Answer the task. {helper_response}"]},
+        racing=racing or {"incumbent_runs": 3, "max_runs": 8},
+    )
+
+
+def lucky_landscape(lucky_always: bool) -> Any:
+    """``steady`` scores 100 on even seeds and 60 on odd ones (mean 80); ``lucky`` scores
+    the maximum (120) on seed 0 only and nothing else, or on every seed."""
+
+    def respond(body: dict[str, Any]) -> str:
+        seed = (body.get("seed") or 0) % 1_000_003
+        if body["model"] == "lucky":
+            return "alpha beta gamma" if lucky_always or seed == 0 else "nothing useful"
+        return "alpha beta" if seed % 2 == 0 else "alpha"
+
+    return respond
+
+
+@pytest.mark.parametrize("lucky_always", [False, True], ids=["lucky-once", "truly-better"])
+def test_a_lucky_maximum_becomes_the_best_only_if_its_runs_confirm_it(
+    tmp_path: Path, lucky_always: bool
+) -> None:
+    with OpenAIServer(lucky_landscape(lucky_always)) as server:
+        summary = run(
+            search(
+                tmp_path,
+                server,
+                two_models(),
+                baselines=[],
+                budget=Budget(trials=6),
+                sampler="random",
+                seed=0,
+            )
+        )
+    study = load(tmp_path)
+    by_model = {t.params["main_model"]: t for t in study.trials if t.state == TrialState.COMPLETE}
+    assert set(by_model) == {"steady", "lucky"}  # both were tried
+    lucky_scores = [
+        s for t in study.trials if t.params["main_model"] == "lucky" for s in t.user_attrs["scores"]
+    ]
+    assert 120.0 in lucky_scores  # it did score the maximum
+    assert summary.best_config is not None and summary.best_runs is not None
+    stats = json.loads((tmp_path / "runs" / "smoke" / "best.stats.json").read_text())
+    assert stats["n"] == summary.best_runs.n >= 3
+    if lucky_always:
+        assert summary.best_config.main.model == "lucky"
+        assert summary.best_runs.mean == 120.0
+    else:
+        # racing gave it more runs, which said it was luck: the steady config is exported
+        assert len(lucky_scores) > 1 and min(lucky_scores) == 0.0
+        assert summary.best_config.main.model == "steady"
+        assert summary.best_runs.mean == pytest.approx(stats["mean"])
+        assert stats["mean"] < 100
+        assert stats["best_single_run"] == 100.0
+    exported = load_config(tmp_path / "runs" / "smoke" / "best.yaml")
+    assert exported.main.model == summary.best_config.main.model
+    header = (tmp_path / "runs" / "smoke" / "best.yaml").read_text().splitlines()[1]
+    assert header.startswith(f"# Mean {summary.best_runs.mean:.4g}/120, std ")
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_the_incumbent_always_has_at_least_k_runs(tmp_path: Path, k: int) -> None:
+    seen: list[Status] = []
+    with OpenAIServer(lucky_landscape(False)) as server:
+        summary = run(
+            search(
+                tmp_path,
+                server,
+                two_models(incumbent_runs=k, max_runs=k + 2),
+                baselines=[],
+                budget=Budget(trials=5),
+                sampler="random",
+                seed=1,
+                seen=seen,
+                workers=2,
+            )
+        )
+    leaders = [s.incumbent for s in seen if s.incumbent is not None]
+    assert leaders and all(leader.n >= k for leader in leaders)
+    assert all(s.best == s.incumbent.mean for s in seen if s.incumbent is not None)
+    assert summary.best_runs is not None and summary.best_runs.n >= k
+    assert load(tmp_path).user_attrs["racing"] == {"incumbent_runs": k, "max_runs": k + 2}
+
+
+def test_runs_of_one_config_made_by_different_trials_are_pooled(tmp_path: Path) -> None:
+    space = smoke(
+        cycles=0,
+        repeats=1,
+        mutation={"every": 0},
+        main={"models": ["steady"], "temperature": 0.5, "max_tokens": 64,
+              "prompts": ["Answer the task. {helper_response}"]},
+    )  # fmt: skip
+    with OpenAIServer(lucky_landscape(False)) as server:
+        summary = run(search(tmp_path, server, space, baselines=[], budget=Budget(trials=3)))
+        seeds = sorted(r.body["seed"] for r in server.chat_requests)
+    trials = load(tmp_path).trials
+    # trial 0 had no incumbent to face: it ran 3 times; the later trials of the same
+    # config (now the incumbent) ran once each, each with a new repeat index and seed
+    assert [t.user_attrs["repeat_indices"] for t in trials] == [[0, 1, 2], [3], [4]]
+    assert seeds == [0, 1, 2, 3, 4]
+    assert len({t.user_attrs["config_key"] for t in trials}) == 1
+    all_scores = [100.0, 60.0, 100.0, 60.0, 100.0]
+    assert [t.user_attrs["pooled"]["n"] for t in trials] == [3, 4, 5]
+    # each trial is told its config's pooled mean at tell time, not its own runs' mean
+    assert trials[1].value == pytest.approx(statistics.fmean(all_scores[:4]))
+    assert trials[2].value == pytest.approx(statistics.fmean(all_scores))
+    assert trials[2].user_attrs["mean"] == 100.0
+    assert summary.best_runs is not None
+    assert summary.best_runs.trials == (0, 1, 2) and summary.best_runs.scores == tuple(all_scores)
+
+
+def test_the_summary_counts_the_mutator_answers_a_search_rejected(tmp_path: Path) -> None:
+    def cut_mutator(body: dict[str, Any]) -> str | tuple[str, str]:
+        if system_prompt(body).startswith("You improve system prompts"):
+            return "def calculate_user_metrics(users):\n    return {", "length"
+        return seed_responder(body)
+
+    space = smoke(mutation={"every": 2, "variants": 2})
+    with OpenAIServer(cut_mutator) as server:
+        summary = run(search(tmp_path, server, space, budget=Budget(trials=3), seed=0))
+    assert summary.rejected == (("cut off by max_tokens", 4),)  # 2 variants x 2 roles
+    assert PromptPool(load(tmp_path)).latest("main").number == 0  # nothing was added
+    lines = summary_lines(summary)
+    assert "Mutator answers rejected: 4 (4 cut off by max_tokens)" in lines

@@ -84,10 +84,17 @@ def test_search_runs_the_smoke_space_and_prints_the_summary(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Search 'smoke' stopped by trials budget (4 trials)." in out
-    assert "Best: trial" in out and "95% LCB" in out and "Config:" in out
-    assert "Exported: runs/smoke/best.json (workshop JSON), runs/smoke/best.yaml (YAML)" in out
+    assert "Best config (trial" in out and "95% lower bound" in out and "Config:" in out
+    assert "Its best single run:" in out
+    assert (
+        "Exported: runs/smoke/best.json (workshop JSON), runs/smoke/best.yaml (YAML), "
+        "runs/smoke/best.stats.json (statistics)"
+    ) in out
     assert json.loads((tmp_path / "runs" / "smoke" / "best.json").read_text())["ai_configuration"]
-    assert "trials 4/4 done" in done.stderr and "best mean" in done.stderr
+    stats = json.loads((tmp_path / "runs" / "smoke" / "best.stats.json").read_text())
+    assert stats["n"] >= 6  # confirmed by default: topped up to 6 runs
+    assert (tmp_path / "runs" / "smoke" / "best.yaml").read_text().startswith("# Best config")
+    assert "trials 4/4 done" in done.stderr and "incumbent " in done.stderr
     trials = study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert trials[0].user_attrs["baseline"] == "workshop-default"
@@ -131,7 +138,8 @@ def test_json_summary_and_overrides(tmp_path: Path) -> None:
     with OpenAIServer(seed_responder) as server:
         done = moa_opt(
             "search", "--space", str(SMOKE), "--study", "tiny", "--trials", "2", "--repeats", "1",
-            "--agent-max-tokens", "7", "--base-url", server.base_url, "--json", cwd=tmp_path,
+            "--agent-max-tokens", "7", "--base-url", server.base_url, "--json",
+            "--incumbent-runs", "1", "--confirm-repeats", "0", cwd=tmp_path,
         )  # fmt: skip
         max_tokens = {r.body["max_tokens"] for r in server.chat_requests}
         seeds = {r.body["seed"] for r in server.chat_requests}
@@ -141,7 +149,11 @@ def test_json_summary_and_overrides(tmp_path: Path) -> None:
     assert summary["best"]["scores"] and len(summary["best"]["scores"]) == 1
     # --repeats 1: every call has seed 0, or a replica's offset of it (identical agents)
     assert max_tokens == {7} and {seed % 1_000_003 for seed in seeds} == {0}
-    assert summary["exports"] == ["runs/tiny/best.json", "runs/tiny/best.yaml"]
+    assert summary["exports"] == [
+        "runs/tiny/best.json",
+        "runs/tiny/best.yaml",
+        "runs/tiny/best.stats.json",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -202,7 +214,7 @@ def test_sigterm_stops_cleanly_with_a_summary(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err
-    assert "stopped by interrupt (SIGTERM)." in out and "Best: trial" in out
+    assert "stopped by interrupt (SIGTERM)." in out and "Best config (trial" in out
     trials = study(tmp_path).trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -257,6 +269,10 @@ def test_studies_lists_trial_counts_and_best_scores(tmp_path: Path) -> None:
     for row in rows:
         assert (row["complete"], row["failed"], row["running"]) == (2, 0, 0)
         assert row["best"] is not None and row["objectives"] == ["score"]
+        # the best config's pooled statistics: confirmed by default to 6 runs
+        assert row["n"] >= 6 and row["lcb"] <= row["best"] <= row["best_run"]
+        stats = json.loads((tmp_path / "runs" / row["study"] / "best.stats.json").read_text())
+        assert (stats["n"], stats["mean"], stats["lcb"]) == (row["n"], row["best"], row["lcb"])
     table = moa_opt("studies", cwd=tmp_path)
     assert "one" in table.stdout and "two" in table.stdout
     journal = tmp_path / "runs" / "one" / "journal.log"

@@ -64,6 +64,24 @@ def test_miss_then_hit(tmp_path: Path) -> None:
     assert cache.stats.misses == 1
 
 
+def test_a_hit_keeps_the_finish_reason_and_an_old_cache_gains_its_column(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    with sqlite3.connect(path) as old:  # the schema before finish_reason was stored
+        old.execute(
+            "CREATE TABLE responses (key TEXT PRIMARY KEY, endpoint TEXT NOT NULL, model TEXT "
+            "NOT NULL, text TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens "
+            "INTEGER NOT NULL, created REAL NOT NULL)"
+        )
+        old.execute("INSERT INTO responses VALUES ('k', 'e', 'm', 'old answer', 1, 2, 0.0)")
+    old.close()
+    cache = ResponseCache(path)
+    assert cache.get("k") == CachedAnswer("old answer", 1, 2, "stop")
+    with OpenAIServer(lambda body: ("cut sho", "length"), api_key=KEY) as server:
+        first, second = run_all(cached(server, cache), [BASE, BASE])
+    assert (first.finish_reason, first.cached) == ("length", False)
+    assert (second.finish_reason, second.cached) == ("length", True)
+
+
 def test_every_key_field_makes_a_distinct_entry(tmp_path: Path) -> None:
     variants = [
         BASE,

@@ -1,0 +1,290 @@
+"""Racing: the runs of one config pool across trials, and extra runs go where they decide.
+
+A config is identified by its content (:func:`config_key`: models, temperatures, prompt
+texts, cycles, template, max_tokens; not agent names nor parameter names, since prompts are
+drawn through per-generation parameters). Run ``r`` of a config is repeat index ``r`` (sample
+index ``r``, seed ``base + r``), so every run of a config is a new draw and the runs made by
+different trials, the racing and the confirm stage pool together (:func:`study_runs`):
+
+- a trial's runs are its user attrs ``config_key``, ``repeat_indices`` and ``scores``;
+- runs made outside trials (the confirm stage) are study user attrs ``runs:<key>:<first>``.
+
+Racing, as in irace and SMAC's intensification: a trial's config runs ``repeats`` times
+(once by default). The *incumbent* is the config with the highest 95% lower confidence bound
+among those with at least ``incumbent_runs`` runs (:func:`rank_key`), so it always has that
+many. A challenger that comes close to it (pooled mean at least the incumbent's mean minus its
+standard error) or has no incumbent to face gets more runs, doubling, up to the incumbent's
+count (at least ``incumbent_runs``, at most ``max_runs``), on up to ``max_runs`` while its
+mean is ahead but its bound is not, and stops as soon as it falls behind (:func:`more_runs`).
+It replaces the incumbent only once its own bound is higher.
+
+What the sampler sees: Optuna cannot re-tell a finished trial, so each trial is told its
+config's pooled mean at tell time (its own runs, its racing runs and every earlier run of the
+same config). TPE therefore models means, not single lucky draws; an earlier trial of the
+config keeps the mean as it stood then, and a config sampled again is told the newer mean.
+The best config is never read from trial values: it is the incumbent of the pooled runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+__all__ = [
+    "RUNS_ATTR",
+    "ConfigRuns",
+    "best_config",
+    "config_key",
+    "incumbent",
+    "lower_confidence_bound",
+    "more_runs",
+    "rank_key",
+    "study_runs",
+    "upper_confidence_bound",
+]
+
+RUNS_ATTR = "runs"
+"""Study user attrs ``runs:<config key>:<first repeat>``: runs made outside trials."""
+
+_T95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812,
+        1.796, 1.782, 1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725,
+        1.721, 1.717, 1.714, 1.711, 1.708, 1.706, 1.703, 1.701, 1.699, 1.697)  # fmt: skip
+
+
+def _margin(scores: Sequence[float]) -> float:
+    n = len(scores)
+    if n < 2:
+        return 0.0
+    t = _T95[n - 2] if n - 2 < len(_T95) else 1.645
+    return t * statistics.stdev(scores) / math.sqrt(n)
+
+
+def lower_confidence_bound(scores: Sequence[float]) -> float:
+    """One-sided 95% lower confidence bound of the mean: ``mean - t * std / sqrt(n)``.
+
+    With one score the bound is the score itself (no spread is known).
+    """
+    if not scores:
+        return 0.0
+    return statistics.fmean(scores) - _margin(scores)
+
+
+def upper_confidence_bound(scores: Sequence[float]) -> float:
+    """One-sided 95% upper bound; with the lower bound, a two-sided 90% interval."""
+    if not scores:
+        return 0.0
+    return statistics.fmean(scores) + _margin(scores)
+
+
+def config_key(config_dict: Mapping[str, Any]) -> str:
+    """A config's identity from its dict form (``config_to_dict``), without agent names."""
+    data = json.loads(json.dumps(config_dict))
+    data.get("main", {}).pop("name", None)
+    for agent in data.get("layer_agents", []):
+        agent.pop("name", None)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ConfigRuns:
+    """Every run of one config in a study.
+
+    Attributes:
+        key: The config's :func:`config_key`.
+        config: The config's dict form.
+        trials: Trials that ran it, in order.
+        repeats: Repeat index of each run, ascending.
+        scores: Score of each run, in the order of ``repeats``.
+        max_score: Points a run can earn.
+    """
+
+    key: str
+    config: dict[str, Any]
+    trials: tuple[int, ...]
+    repeats: tuple[int, ...]
+    scores: tuple[float, ...]
+    max_score: float
+
+    @property
+    def n(self) -> int:
+        """Runs."""
+        return len(self.scores)
+
+    @property
+    def mean(self) -> float:
+        """Mean score."""
+        return statistics.fmean(self.scores) if self.scores else 0.0
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (0 with one run)."""
+        return statistics.stdev(self.scores) if self.n > 1 else 0.0
+
+    @property
+    def sem(self) -> float:
+        """Standard error of the mean."""
+        return self.std / math.sqrt(self.n) if self.n else 0.0
+
+    @property
+    def lcb(self) -> float:
+        """One-sided 95% lower confidence bound of the mean."""
+        return lower_confidence_bound(self.scores)
+
+    @property
+    def ucb(self) -> float:
+        """One-sided 95% upper confidence bound of the mean."""
+        return upper_confidence_bound(self.scores)
+
+    @property
+    def best(self) -> float:
+        """The best single run."""
+        return max(self.scores, default=0.0)
+
+    @property
+    def max_rate(self) -> float:
+        """Share of runs that earned every point."""
+        if not self.scores or self.max_score <= 0:
+            return 0.0
+        return sum(s >= self.max_score for s in self.scores) / self.n
+
+    def next_repeat(self) -> int:
+        """The first repeat index no run has used."""
+        return max(self.repeats, default=-1) + 1
+
+    def with_runs(self, repeats: Sequence[int], scores: Sequence[float]) -> ConfigRuns:
+        """A copy with more runs (a repeat index already present keeps its first score)."""
+        merged = dict(zip(self.repeats, self.scores, strict=True))
+        for repeat, score in zip(repeats, scores, strict=True):
+            merged.setdefault(repeat, score)
+        order = sorted(merged)
+        return ConfigRuns(
+            self.key,
+            self.config,
+            self.trials,
+            tuple(order),
+            tuple(merged[r] for r in order),
+            self.max_score,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Returns the statistics as JSON-ready data."""
+        return {
+            "config_key": self.key,
+            "trials": list(self.trials),
+            "n": self.n,
+            "mean": self.mean,
+            "std": self.std,
+            "lcb": self.lcb,
+            "ucb": self.ucb,
+            "best_single_run": self.best,
+            "max_rate": self.max_rate,
+            "max_score": self.max_score,
+            "scores": list(self.scores),
+            "repeats": list(self.repeats),
+        }
+
+
+def _number(value: Any, default: float = 0.0) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return default
+
+
+def study_runs(study: optuna.Study) -> dict[str, ConfigRuns]:
+    """Pools the runs of every config of ``study``: complete trials, then ``runs:`` attrs.
+
+    A repeat index recorded twice (two workers ran it at once) keeps its first score.
+    """
+    found: dict[str, ConfigRuns] = {}
+
+    def add(
+        key: str, config: Any, trial: int | None, repeats: list[int], scores: list[float], top: Any
+    ) -> None:
+        runs = found.get(key)
+        if runs is None:
+            runs = ConfigRuns(key, dict(config), (), (), (), _number(top))
+        if trial is not None and trial not in runs.trials:
+            runs = ConfigRuns(
+                key, runs.config, (*runs.trials, trial), runs.repeats, runs.scores, runs.max_score
+            )
+        found[key] = runs.with_runs(repeats, scores)
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        attrs = trial.user_attrs
+        config, scores = attrs.get("config"), attrs.get("scores")
+        if not isinstance(config, dict) or not isinstance(scores, list) or not scores:
+            continue
+        key = str(attrs.get("config_key") or config_key(config))
+        repeats = attrs.get("repeat_indices")
+        if not isinstance(repeats, list) or len(repeats) != len(scores):
+            repeats = list(range(len(scores)))
+        add(key, config, trial.number, repeats, scores, attrs.get("max_score"))
+    for name, value in sorted(study.user_attrs.items()):
+        parts = name.split(":")
+        if len(parts) != 3 or parts[0] != RUNS_ATTR or not isinstance(value, dict):
+            continue
+        if parts[1] in found or isinstance(value.get("config"), dict):
+            config = value.get("config") or found[parts[1]].config
+            add(parts[1], config, None, value["repeats"], value["scores"], value.get("max_score"))
+    return found
+
+
+def rank_key(runs: ConfigRuns, incumbent_runs: int) -> tuple[int, float, float, int]:
+    """Orders configs for the title of best: enough runs first, then the lower bound, mean.
+
+    A config with fewer than ``incumbent_runs`` runs never outranks one with that many, so
+    one lucky run cannot take the title.
+    """
+    first = min(runs.trials, default=10**9)
+    return (min(runs.n, incumbent_runs), runs.lcb, runs.mean, -first)
+
+
+def incumbent(pools: Mapping[str, ConfigRuns], incumbent_runs: int) -> ConfigRuns | None:
+    """The best config with at least ``incumbent_runs`` runs (highest lower bound), or None."""
+    ready = [r for r in pools.values() if r.n >= incumbent_runs]
+    return max(ready, key=lambda r: rank_key(r, incumbent_runs), default=None)
+
+
+def best_config(pools: Mapping[str, ConfigRuns], incumbent_runs: int) -> ConfigRuns | None:
+    """The incumbent, or while none has enough runs the config with most runs and bound."""
+    return max(pools.values(), key=lambda r: rank_key(r, incumbent_runs), default=None)
+
+
+def more_runs(
+    challenger: ConfigRuns,
+    leader: ConfigRuns | None,
+    *,
+    incumbent_runs: int,
+    max_runs: int,
+) -> int:
+    """How many more runs ``challenger`` gets now (0: the race is over for this trial).
+
+    With no incumbent yet, a config runs until it has ``incumbent_runs`` runs (it becomes
+    one). Against an incumbent, a challenger whose mean is at least the incumbent's mean
+    minus its standard error doubles its runs up to the incumbent's count (between
+    ``incumbent_runs`` and ``max_runs``), and on up to ``max_runs`` while its mean is ahead
+    but its bound not (it has not replaced the incumbent yet); one that falls behind stops.
+    The incumbent itself gets no extra runs here.
+    """
+    if leader is None or leader.key == challenger.key:
+        target = incumbent_runs
+    elif challenger.mean < leader.mean - leader.sem:
+        return 0
+    else:
+        target = max(incumbent_runs, leader.n)
+        ahead = challenger.mean > leader.mean and challenger.lcb <= leader.lcb
+        if challenger.n >= target and ahead:
+            target = max_runs  # ahead on the mean, behind on the bound: more runs decide
+    wanted = min(target, max_runs) - challenger.n
+    if wanted <= 0:
+        return 0
+    return min(wanted, max(1, challenger.n))

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from optimizer._config import config_from_dict, config_to_dict, load_config
+from optimizer._racing import (
+    ConfigRuns,
+    best_config,
+    config_key,
+    incumbent,
+    lower_confidence_bound,
+    more_runs,
+    study_runs,
+    upper_confidence_bound,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKSHOP = ROOT / "search_spaces" / "baselines" / "workshop-default.json"
+
+
+def runs(key: str, *scores: float, trial: int = 0) -> ConfigRuns:
+    return ConfigRuns(key, {}, (trial,), tuple(range(len(scores))), scores, 120.0)
+
+
+def test_config_key_ignores_agent_names_but_not_prompt_texts() -> None:
+    data = config_to_dict(load_config(WORKSHOP))
+    renamed = config_to_dict(load_config(WORKSHOP))
+    renamed["main"]["name"] = "another name"
+    for agent in renamed["layer_agents"]:
+        agent["name"] = "x"
+    assert config_key(data) == config_key(renamed)
+    reworded = config_to_dict(load_config(WORKSHOP))
+    reworded["main"]["system_prompt"] += " Be brief."
+    assert config_key(reworded) != config_key(data)
+    assert config_key(config_to_dict(config_from_dict(data))) == config_key(data)
+
+
+def test_a_first_config_races_to_k_runs_and_a_weak_challenger_stops() -> None:
+    assert more_runs(runs("a", 50), None, incumbent_runs=3, max_runs=8) == 1
+    assert more_runs(runs("a", 50, 60), None, incumbent_runs=3, max_runs=8) == 1
+    assert more_runs(runs("a", 50, 60, 70), None, incumbent_runs=3, max_runs=8) == 0
+    leader = runs("inc", 80, 100, 60, 80)  # mean 80, sem 8.16
+    assert more_runs(runs("c", 40), leader, incumbent_runs=3, max_runs=8) == 0
+    # close (72 >= 80 - 8.16) or better: doubles its runs up to the incumbent's count
+    assert more_runs(runs("c", 72), leader, incumbent_runs=3, max_runs=8) == 1
+    assert more_runs(runs("c", 120, 100), leader, incumbent_runs=3, max_runs=8) == 2
+    # ahead on the mean, not yet on the bound: on to max_runs, doubling
+    assert more_runs(runs("c", 120, 100, 110), leader, incumbent_runs=3, max_runs=8) == 1
+    assert more_runs(runs("c", 120, 0, 120, 120), leader, incumbent_runs=3, max_runs=8) == 4
+    assert (
+        more_runs(runs("c", 120, 0, 120, 120, 40, 110), leader, incumbent_runs=3, max_runs=8) == 2
+    )
+    assert more_runs(runs("c", 120, 0, 120, 120, 0, 120), leader, incumbent_runs=3, max_runs=8) == 0
+    assert more_runs(runs("c", 80, 70, 75, 75), leader, incumbent_runs=3, max_runs=8) == 0
+    assert more_runs(runs("c", 120, 100), leader, incumbent_runs=3, max_runs=3) == 1
+    assert more_runs(leader, leader, incumbent_runs=3, max_runs=8) == 0
+
+
+def test_one_lucky_run_never_outranks_a_config_with_k_runs() -> None:
+    pools = {"lucky": runs("lucky", 120, trial=1), "steady": runs("steady", 70, 80, 75)}
+    assert incumbent(pools, 3) is pools["steady"]
+    assert best_config(pools, 3) is pools["steady"]
+    assert best_config({"lucky": pools["lucky"]}, 3) is pools["lucky"]  # nothing else known
+    assert incumbent({"lucky": pools["lucky"]}, 3) is None
+    # with k runs each, the higher lower bound wins, not the higher mean
+    noisy = runs("noisy", 120, 120, 0, 120)
+    assert (
+        noisy.mean > pools["steady"].mean
+        and incumbent({**pools, "noisy": noisy}, 3).key == "steady"
+    )
+
+
+def test_bounds_form_a_90_percent_interval() -> None:
+    scores = [60.0, 100.0, 60.0, 100.0]
+    assert lower_confidence_bound(scores) == pytest.approx(80 - 2.353 * 23.094 / 2, abs=1e-2)
+    assert upper_confidence_bound(scores) == pytest.approx(80 + 2.353 * 23.094 / 2, abs=1e-2)
+    assert upper_confidence_bound([]) == lower_confidence_bound([]) == 0.0
+
+
+def test_study_runs_pool_trials_and_confirm_runs_by_repeat_index() -> None:
+    study = optuna.create_study(direction="maximize")
+    config = config_to_dict(load_config(WORKSHOP))
+    renamed = {**config, "main": {**config["main"], "name": "other"}}
+    for number, (data, indices, scores) in enumerate(
+        [(config, [0, 1], [10.0, 20.0]), (renamed, [2], [30.0]), (config, [1], [99.0])]
+    ):
+        trial = study.ask()
+        for key, value in {"config": data, "repeat_indices": indices, "scores": scores,
+                           "max_score": 120.0}.items():  # fmt: skip
+            trial.set_user_attr(key, value)
+        study.tell(trial, number)
+    key = config_key(config)
+    study.set_user_attr(f"runs:{key}:3", {"repeats": [3, 4], "scores": [40.0, 50.0]})
+    pooled = study_runs(study)
+    assert list(pooled) == [key]
+    # repeat 1 was recorded twice (two trials at once): the first score stands
+    assert pooled[key].repeats == (0, 1, 2, 3, 4)
+    assert pooled[key].scores == (10.0, 20.0, 30.0, 40.0, 50.0)
+    assert pooled[key].trials == (0, 1, 2) and pooled[key].next_repeat() == 5
