@@ -13,11 +13,10 @@ from optuna.trial import TrialState
 
 from optimizer._config import config_to_dict
 from optimizer._export import ExportedConfig, ExportError, best_configs, study_task
+from optimizer._racing import RUNS_ATTR, rank_key, study_runs
 from optimizer._report_data import (
-    Confirmation,
     LineageNode,
     ReportTrial,
-    confirmations,
     importances,
     lineage,
     report_trials,
@@ -34,6 +33,7 @@ from optimizer._report_figures import (
     spend_figure,
 )
 from optimizer._storage import safe_url
+from optimizer._study import RACING_ATTR
 from optimizer._yamlfile import dump_yaml
 
 __all__ = ["Report", "write_report"]
@@ -80,7 +80,7 @@ def write_report(study: optuna.Study, out_dir: Path, storage_url: str | None = N
     sections = [
         _header(study, trials, states, running),
         *[_figure_html(f) for f in figures],
-        _best_html(study, best, confirmations(study), storage_url),
+        _best_html(study, best, storage_url),
     ]
     page = _PAGE.format(title=html.escape(f"moa-opt report: {study.study_name}"))
     index = out_dir / "index.html"
@@ -187,32 +187,52 @@ def _figure_html(figure: _Figure) -> str:
     )
 
 
-def _best_html(
-    study: optuna.Study,
-    best: ExportedConfig | None,
-    confirmed: dict[int, Confirmation],
-    storage_url: str | None,
-) -> str:
+_CONFIRMED_ROWS = 10
+
+
+def _best_html(study: optuna.Study, best: ExportedConfig | None, storage_url: str | None) -> str:
     if best is None:
         return "<h2>Best config</h2>\n<p>No completed trial yet.</p>"
     parts = [f"<h2>Best config: trial {best.trial}</h2>"]
-    mean = "-" if best.mean is None else f"{best.mean:.4g}"
-    how = "confirm stage" if best.confirmed else "search repeats"
-    parts.append(f"<p>Mean score {mean} over {best.repeats or '?'} runs ({how}).</p>")
-    parts.append(f"<pre>{html.escape(dump_yaml(config_to_dict(best.config)))}</pre>")
-    parts.append("<h2>Confirmation</h2>")
-    if confirmed:
-        rows = "".join(
-            f"<tr><td>{c.number}</td><td>{c.repeats}</td><td>{c.mean:.4g}</td>"
-            f"<td>{c.std:.3g}</td><td>{c.lcb:.4g}</td><td>{c.max_rate:.0%}</td></tr>"
-            for c in sorted(confirmed.values(), key=lambda c: (-c.mean, -c.lcb, c.number))
-        )
+    runs = best.runs
+    if runs is not None:
+        top = f"/{runs.max_score:g}" if runs.max_score else ""
+        trials = ", ".join(map(str, runs.trials))
         parts.append(
-            "<table><tr><th>trial</th><th>repeats</th><th>mean</th><th>std</th>"
-            f"<th>95% LCB</th><th>max-score rate</th></tr>{rows}</table>"
+            f"<p>Mean {runs.mean:.4g}{top} ± {runs.std:.3g} over n={runs.n} runs pooled from "
+            f"trials {html.escape(trials)} (search, racing and the confirm stage); 95% lower "
+            f"bound {runs.lcb:.4g}, 90% interval [{runs.lcb:.4g}, {runs.ucb:.4g}]. Best single "
+            f"run {runs.best:.4g}{top}: one draw, not what to expect.</p>"
         )
     else:
+        mean = "-" if best.mean is None else f"{best.mean:.4g}"
+        how = "confirm stage" if best.confirmed else "search repeats"
+        parts.append(f"<p>Mean score {mean} over {best.repeats or '?'} runs ({how}).</p>")
+    parts.append(f"<pre>{html.escape(dump_yaml(config_to_dict(best.config)))}</pre>")
+    parts.append("<h2>Confirmation</h2>")
+    racing = study.user_attrs.get(RACING_ATTR)
+    need = int(racing.get("incumbent_runs", 3)) if isinstance(racing, dict) else 3
+    ranked = sorted(
+        (r for r in study_runs(study).values() if r.n >= need),
+        key=lambda r: rank_key(r, need),
+        reverse=True,
+    )[:_CONFIRMED_ROWS]
+    if not any(key.startswith(f"{RUNS_ATTR}:") for key in study.user_attrs):
         parts.append("<p>The confirm stage has not run yet (it runs when the search ends).</p>")
+    if ranked:
+        rows = "".join(
+            f"<tr><td>{min(r.trials)}</td><td>{r.n}</td><td>{r.mean:.4g}</td>"
+            f"<td>{r.std:.3g}</td><td>{r.lcb:.4g}</td><td>{r.best:.4g}</td></tr>"
+            for r in ranked
+        )
+        parts.append(
+            f"<p>Configs with at least {need} runs (racing and the confirm stage), by lower "
+            "bound: the first is the best.</p>"
+            "<table><tr><th>first trial</th><th>runs</th><th>mean</th><th>std</th>"
+            f"<th>95% LCB</th><th>best run</th></tr>{rows}</table>"
+        )
+    else:
+        parts.append(f"<p>No config has {need} runs yet.</p>")
     parts.append("<h2>Prompt lineage</h2>")
     nodes = _lineage(study, best)
     for node in reversed(nodes):

@@ -336,7 +336,7 @@ def test_a_first_sigint_lets_in_flight_trials_finish(tmp_path: Path) -> None:
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert all(str(t.user_attrs["error"]).startswith("not run:") for t in failed)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == len(study.trials) - len(failed) >= 4
+    assert len(complete) == len(study.trials) - len(failed) >= 2  # both workers' trials
     assert {e.number for e in summary.session_trials if e.state == TrialState.COMPLETE} == {
         t.number for t in complete
     }

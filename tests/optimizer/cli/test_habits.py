@@ -100,7 +100,8 @@ def test_trials_leaderboard_sorts_by_mean_and_fits_80_columns(tmp_path: Path) ->
     assert len(rows) == 8 and {r["state"] for r in rows} == {"COMPLETE"}
     means = [r["mean"] for r in rows]
     assert means == sorted(means, reverse=True) and set(means) == {3.0, 5.0}
-    assert all(r["repeats"] == 1 and r["config"] and r["max_score"] == 5 for r in rows)
+    # racing may give a trial more than its one run: a challenger close to the incumbent races on
+    assert all(r["repeats"] >= 1 and r["config"] and r["max_score"] == 5 for r in rows)
     top = moa_opt("trials", "--study", "slugify", "--top", "3", cwd=folder, env={"COLUMNS": "80"})
     lines = top.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80

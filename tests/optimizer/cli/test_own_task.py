@@ -49,7 +49,8 @@ def test_the_readme_section_followed_literally(tmp_path: Path) -> None:
     outputs = dict(ran)
     assert [name for name, _ in ran] == ["grade", "search", "trials", "reproduce", "run"]
     assert "Total: 5/5" in outputs["grade"].stdout
-    assert "Best: trial" in outputs["search"].stdout and "mean 5/5" in outputs["search"].stdout
+    assert "Best config (trial" in outputs["search"].stdout
+    assert "mean 5/5 ± 0" in outputs["search"].stdout
     board = outputs["trials"].stdout
     assert "5/5" in board and max(len(line) for line in board.splitlines()) <= 80
     note = f"grading on task slugify ({folder / 'slugify.yaml'}), as runs/slugify/best.yaml"

@@ -40,7 +40,7 @@ def test_search_sees_dev_only_and_validate_reports_the_held_out_problems(tmp_pat
     with OpenAIServer(suite_responder) as server:
         searched = moa_opt(
             "search", "--space", str(space), "--study", "mini", "--trials", "6",
-            "--dev-size", "3", "--split-seed", "2", "--confirm-repeats", "1",
+            "--dev-size", "3", "--split-seed", "2", "--confirm-repeats", "4",
             "--confirm-top", "2", "--base-url", server.base_url, cwd=tmp_path,
         )  # fmt: skip
         assert searched.returncode == 0, searched.stderr
@@ -59,7 +59,7 @@ def test_search_sees_dev_only_and_validate_reports_the_held_out_problems(tmp_pat
     # the search (trials, mutation rounds, the confirm stage) never sent a test problem
     mutator = [b for b in search_requests if "improve system prompts" in json.dumps(b)]
     assert mutator, "a mutation round ran"
-    assert any(key.startswith("confirm:") for key in study.user_attrs), "the confirm stage ran"
+    assert any(key.startswith("runs:") for key in study.user_attrs), "the confirm stage ran"
     seen = set().union(*(mentioned(body) for body in search_requests))
     assert seen == dev, seen
     assert set().union(*(mentioned(body) for body in validate_requests)) == test
@@ -192,4 +192,11 @@ def test_wilcoxon_prunes_worse_trials_and_their_spending_counts(tmp_path: Path) 
         assert trial.user_attrs["tokens"] > 0
     summary = json.loads(done.stdout)
     assert summary["spent"]["trials"] == 5  # pruned trials count towards --trials
-    assert summary["spent"]["tokens"] == sum(t.user_attrs["tokens"] for t in study.trials)
+    # every trial's tokens (pruned ones included) and the confirm stage's runs
+    confirm = sum(
+        int(value.get("tokens", 0))
+        for key, value in study.user_attrs.items()
+        if key.startswith("runs:") and isinstance(value, dict)
+    )
+    trials = sum(t.user_attrs["tokens"] for t in study.trials)
+    assert summary["spent"]["tokens"] == trials + confirm
