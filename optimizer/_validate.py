@@ -34,8 +34,9 @@ from graders._base import BaseGrader, Task
 from graders._extract import extract_code
 from optimizer._catalog import Catalog
 from optimizer._config import AgentSpec, MoAConfig
-from optimizer._evaluate import Evaluation, RunResult, evaluate
+from optimizer._evaluate import Evaluation, RunResult
 from optimizer._moa import CallRecord, MoAResult, run_moa
+from optimizer._reproduce import reproduce
 from optimizer.providers import Router
 
 __all__ = [
@@ -302,16 +303,17 @@ async def validate_configs(
     prices = catalog or Catalog.load()
 
     async def run(name: str, config: MoAConfig) -> Evaluation:
-        return await evaluate(
-            config,
+        (done,) = await reproduce(
+            [(name, config)],
             tasks,
             router,
             grader,
             repeats=repeats,
             seed=seed,
             catalog=prices,
-            on_result=None if on_result is None else (lambda r: on_result(name, r)),
+            on_result=on_result,
         )
+        return done.evaluation
 
     best = await run("found", found)
     single = await run("single-call", single_call_config(found))
