@@ -1,13 +1,15 @@
 """Exports a study's best config (or its Pareto front) as workshop JSON or our YAML.
 
-The best config of a single-objective study is the one the search reports: the config with
-the highest 95% lower confidence bound over its pooled runs among those with at least the
-study's ``incumbent_runs`` runs (see :mod:`optimizer._racing`), never the luckiest single run.
-Its statistics (mean, std, n, bounds, best single run) go beside it: a comment header in our
-YAML, and a ``<stem>.stats.json`` companion file, since the workshop's JSON has no place for
-them and must stay importable. A multi-objective study exports its whole Pareto front, one
-file per config (``-o front.json`` writes ``front-trial12.json``, ``front-trial30.json``...),
-so every file imports into the workshop app on its own; on stdout the front is a JSON list
+The best config of a single-objective study is the one the search reports: the config the
+last confirm stage chose, else the one with the highest 95% lower confidence bound over its
+pooled runs among those with at least the study's ``incumbent_runs`` runs (see
+:mod:`optimizer._confirm`), never the luckiest single run. Its statistics (the mean, std, n
+and interval of its fresh runs, its search runs, its best single run) go beside it: a
+comment header in our YAML, and a ``<stem>.stats.json`` companion file, since the
+workshop's JSON has no place for them and must stay importable. A multi-objective study
+exports its whole Pareto front, one file per config (``-o front.json`` writes
+``front-trial12.json``, ``front-trial30.json``...), so every file imports into the workshop
+app on its own; on stdout the front is a JSON list
 (workshop) or a YAML stream of documents.
 """
 
@@ -33,8 +35,8 @@ from optimizer._config import (
     save_config,
     task_companion,
 )
+from optimizer._confirm import BestRuns, study_best
 from optimizer._errors import UserError
-from optimizer._racing import ConfigRuns, best_config, study_runs
 from optimizer._taskref import TASK_ATTR, TaskRef
 from optimizer._yamlfile import dump_yaml
 
@@ -74,8 +76,8 @@ class ExportedConfig:
         values: The trial's objective values.
         mean: Its mean score (the confirm stage's, when it ran).
         repeats: Repeats behind ``mean``, if known.
-        confirmed: Whether ``mean`` comes from the confirm stage (or, for a study with
-            racing, from at least the study's ``incumbent_runs`` pooled runs).
+        confirmed: Whether ``mean`` comes from the confirm stage (for a study with racing,
+            from the fresh runs it made after choosing the config).
         runs: Every run of the config in the study, if known.
     """
 
@@ -85,7 +87,7 @@ class ExportedConfig:
     mean: float | None
     repeats: int | None
     confirmed: bool
-    runs: ConfigRuns | None = None
+    runs: BestRuns | None = None
 
 
 def trial_config(trial: FrozenTrial) -> MoAConfig:
@@ -148,19 +150,18 @@ def best_configs(study: optuna.Study) -> list[ExportedConfig]:
     by_number = {t.number: t for t in complete}
     racing = study.user_attrs.get("racing")
     if isinstance(racing, dict):  # a study made with racing: the pooled runs decide
-        need = int(racing.get("incumbent_runs", 3))
-        leader = best_config(study_runs(study), need)
-        if leader is not None and min(leader.trials) in by_number:
-            trial = by_number[min(leader.trials)]
+        chosen = study_best(study, int(racing.get("incumbent_runs", 3)))
+        if chosen is not None and chosen.trial in by_number:
+            trial = by_number[chosen.trial]
             return [
                 ExportedConfig(
                     trial=trial.number,
                     config=trial_config(trial),
                     values=tuple(trial.values or ()),
-                    mean=leader.mean,
-                    repeats=leader.n,
-                    confirmed=leader.n >= need,
-                    runs=leader,
+                    mean=chosen.runs.mean,
+                    repeats=chosen.runs.n,
+                    confirmed=chosen.confirmed,
+                    runs=chosen,
                 )
             ]
     confirmed = [
@@ -226,8 +227,7 @@ def render_configs(
     """
     if len(configs) == 1:
         one = configs[0]
-        runs = one.runs
-        header = "" if runs is None or fmt != "yaml" else stats_header(runs, one.trial)
+        header = "" if one.runs is None or fmt != "yaml" else stats_header(one.runs)
         return header + _render_one(one.config, fmt, task)
     if fmt == "workshop":
         return json.dumps([config_to_workshop(c.config) for c in configs], indent=2) + "\n"
@@ -261,7 +261,7 @@ def export_configs(
     written = []
     for exported, target in zip(configs, targets, strict=True):
         runs = exported.runs
-        header = "" if runs is None or fmt != "yaml" else stats_header(runs, exported.trial)
+        header = "" if runs is None or fmt != "yaml" else stats_header(runs)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(header + _render_one(exported.config, fmt, task), encoding="utf-8")
@@ -270,9 +270,8 @@ def export_configs(
                 named = yaml.safe_dump({"task": task.to_dict(parts=False)}, sort_keys=False)
                 task_companion(target).write_text(named, encoding="utf-8")
             if runs is not None:
-                stats = {"trial": exported.trial, **runs.stats()}
                 companion = stats_path(target)
-                companion.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+                companion.write_text(json.dumps(runs.stats(), indent=2) + "\n", encoding="utf-8")
                 written.append(companion)
         except OSError as error:
             raise ExportError(f"-o: cannot write {target}: {error.strerror or error}") from None
@@ -284,22 +283,14 @@ def stats_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.stats.json")
 
 
-def stats_header(runs: ConfigRuns, trial: int) -> str:
-    """YAML comment lines stating the config's pooled statistics beside its best run."""
-    top = f"/{runs.max_score:g}" if runs.max_score else ""
-    trials = ", ".join(map(str, runs.trials))
-    return (
-        f"# Best config (trial {trial}; runs pooled over trials {trials} and the confirm "
-        "stage).\n"
-        f"# Mean {runs.mean:.4g}{top}, std {runs.std:.3g}, n={runs.n} runs; 95% lower bound "
-        f"{runs.lcb:.4g}; 90% interval [{runs.lcb:.4g}, {runs.ucb:.4g}].\n"
-        f"# Best single run {runs.best:.4g}{top}: one draw, not what to expect.\n"
-    )
+def stats_header(best: BestRuns) -> str:
+    """YAML comment lines stating what to expect of the best config, and from which runs."""
+    return "".join(f"# {line}\n" for line in best.lines())
 
 
 def write_best(
     config: MoAConfig,
-    runs: ConfigRuns | None,
+    runs: BestRuns | None,
     json_path: Path,
     trial: int,
     task: TaskRef | None = None,
@@ -313,10 +304,10 @@ def write_best(
     """
     yaml_path = json_path.with_suffix(".yaml")
     save_config(config, json_path, task)
-    header = "" if runs is None else stats_header(runs, trial)
+    header = "" if runs is None else stats_header(runs)
     yaml_path.write_text(header + _render_one(config, "yaml", task), encoding="utf-8")
     if runs is None:
         return (json_path, yaml_path)
     stats = stats_path(json_path)
-    stats.write_text(json.dumps({"trial": trial, **runs.stats()}, indent=2) + "\n", "utf-8")
+    stats.write_text(json.dumps(runs.stats(), indent=2) + "\n", "utf-8")
     return (json_path, yaml_path, stats)

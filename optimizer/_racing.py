@@ -16,7 +16,10 @@ many. A challenger that comes close to it (pooled mean at least the incumbent's 
 standard error) or has no incumbent to face gets more runs, doubling, up to the incumbent's
 count (at least ``incumbent_runs``, at most ``max_runs``), on up to ``max_runs`` while its
 mean is ahead but its bound is not, and stops as soon as it falls behind (:func:`more_runs`).
-It replaces the incumbent only once its own bound is higher.
+It replaces the incumbent only once its own bound is higher. Bounds borrow strength from
+the whole study: each config's sample variance is shrunk toward the pooled within-config
+variance (weight :data:`PRIOR_RUNS` runs), so three runs that happen to agree do not make a
+tight bound.
 
 What the sampler sees: Optuna cannot re-tell a finished trial, so each trial is told its
 config's pooled mean at tell time (its own runs, its racing runs and every earlier run of the
@@ -32,20 +35,24 @@ import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from scipy.stats import t as student_t  # type: ignore[import-untyped]
 
 __all__ = [
+    "PRIOR_RUNS",
     "RUNS_ATTR",
     "ConfigRuns",
     "best_config",
+    "confidence_interval",
     "config_key",
     "incumbent",
     "lower_confidence_bound",
     "more_runs",
+    "pooled_std",
     "rank_key",
     "study_runs",
     "upper_confidence_bound",
@@ -54,34 +61,68 @@ __all__ = [
 RUNS_ATTR = "runs"
 """Study user attrs ``runs:<config key>:<first repeat>``: runs made outside trials."""
 
-_T95 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812,
-        1.796, 1.782, 1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725,
-        1.721, 1.717, 1.714, 1.711, 1.708, 1.706, 1.703, 1.701, 1.699, 1.697)  # fmt: skip
+PRIOR_RUNS = 4
+"""Weight, in runs, of the study's pooled within-config spread in every config's bounds."""
 
 
-def _margin(scores: Sequence[float]) -> float:
+def _spread(scores: Sequence[float], prior: float) -> tuple[float, int]:
+    """The standard deviation the bounds use and its degrees of freedom.
+
+    With a prior (the study's pooled within-config std), the sample variance is shrunk
+    toward it as if the prior came from :data:`PRIOR_RUNS` more runs: a config whose few
+    runs happened to agree does not get a tight bound.
+    """
     n = len(scores)
-    if n < 2:
+    variance = statistics.variance(scores) if n > 1 else 0.0
+    if prior <= 0:
+        return math.sqrt(variance), n - 1
+    df = n - 1 + PRIOR_RUNS
+    return math.sqrt((PRIOR_RUNS * prior**2 + (n - 1) * variance) / df), df
+
+
+def _margin(scores: Sequence[float], prior: float, level: float) -> float:
+    std, df = _spread(scores, prior)
+    if df < 1 or std == 0:
         return 0.0
-    t = _T95[n - 2] if n - 2 < len(_T95) else 1.645
-    return t * statistics.stdev(scores) / math.sqrt(n)
+    return float(student_t.ppf(level, df)) * std / math.sqrt(len(scores))
 
 
-def lower_confidence_bound(scores: Sequence[float]) -> float:
+def lower_confidence_bound(scores: Sequence[float], prior: float = 0.0) -> float:
     """One-sided 95% lower confidence bound of the mean: ``mean - t * std / sqrt(n)``.
 
-    With one score the bound is the score itself (no spread is known).
+    Args:
+        scores: The runs' scores.
+        prior: The study's pooled within-config std (0: none; then one score is its own
+            bound, since no spread is known).
     """
     if not scores:
         return 0.0
-    return statistics.fmean(scores) - _margin(scores)
+    return statistics.fmean(scores) - _margin(scores, prior, 0.95)
 
 
-def upper_confidence_bound(scores: Sequence[float]) -> float:
+def upper_confidence_bound(scores: Sequence[float], prior: float = 0.0) -> float:
     """One-sided 95% upper bound; with the lower bound, a two-sided 90% interval."""
     if not scores:
         return 0.0
-    return statistics.fmean(scores) + _margin(scores)
+    return statistics.fmean(scores) + _margin(scores, prior, 0.95)
+
+
+def confidence_interval(scores: Sequence[float], prior: float = 0.0) -> tuple[float, float]:
+    """Two-sided 95% confidence interval of the mean (Student's t)."""
+    if not scores:
+        return (0.0, 0.0)
+    mean, margin = statistics.fmean(scores), _margin(scores, prior, 0.975)
+    return (mean - margin, mean + margin)
+
+
+def pooled_std(pools: Mapping[str, ConfigRuns]) -> float:
+    """The within-config standard deviation pooled over every config with two runs or more.
+
+    0 while fewer than two degrees of freedom are known.
+    """
+    sums = [((r.n - 1) * r.std**2, r.n - 1) for r in pools.values() if r.n > 1]
+    df = sum(d for _, d in sums)
+    return math.sqrt(sum(s for s, _ in sums) / df) if df >= 2 else 0.0
 
 
 def config_key(config_dict: Mapping[str, Any]) -> str:
@@ -105,6 +146,7 @@ class ConfigRuns:
         repeats: Repeat index of each run, ascending.
         scores: Score of each run, in the order of ``repeats``.
         max_score: Points a run can earn.
+        prior: The study's pooled within-config std the bounds shrink toward (0: none).
     """
 
     key: str
@@ -113,6 +155,7 @@ class ConfigRuns:
     repeats: tuple[int, ...]
     scores: tuple[float, ...]
     max_score: float
+    prior: float = 0.0
 
     @property
     def n(self) -> int:
@@ -136,13 +179,18 @@ class ConfigRuns:
 
     @property
     def lcb(self) -> float:
-        """One-sided 95% lower confidence bound of the mean."""
-        return lower_confidence_bound(self.scores)
+        """One-sided 95% lower confidence bound of the mean (shrunk toward ``prior``)."""
+        return lower_confidence_bound(self.scores, self.prior)
 
     @property
     def ucb(self) -> float:
-        """One-sided 95% upper confidence bound of the mean."""
-        return upper_confidence_bound(self.scores)
+        """One-sided 95% upper confidence bound of the mean (shrunk toward ``prior``)."""
+        return upper_confidence_bound(self.scores, self.prior)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """Two-sided 95% confidence interval of the mean (shrunk toward ``prior``)."""
+        return confidence_interval(self.scores, self.prior)
 
     @property
     def best(self) -> float:
@@ -166,14 +214,7 @@ class ConfigRuns:
         for repeat, score in zip(repeats, scores, strict=True):
             merged.setdefault(repeat, score)
         order = sorted(merged)
-        return ConfigRuns(
-            self.key,
-            self.config,
-            self.trials,
-            tuple(order),
-            tuple(merged[r] for r in order),
-            self.max_score,
-        )
+        return replace(self, repeats=tuple(order), scores=tuple(merged[r] for r in order))
 
     def stats(self) -> dict[str, Any]:
         """Returns the statistics as JSON-ready data."""
@@ -185,6 +226,9 @@ class ConfigRuns:
             "std": self.std,
             "lcb": self.lcb,
             "ucb": self.ucb,
+            "ci_low": self.interval[0],
+            "ci_high": self.interval[1],
+            "prior_std": self.prior,
             "best_single_run": self.best,
             "max_rate": self.max_rate,
             "max_score": self.max_score,
@@ -202,7 +246,9 @@ def _number(value: Any, default: float = 0.0) -> float:
 def study_runs(study: optuna.Study) -> dict[str, ConfigRuns]:
     """Pools the runs of every config of ``study``: complete trials, then ``runs:`` attrs.
 
-    A repeat index recorded twice (two workers ran it at once) keeps its first score.
+    A repeat index recorded twice (two workers ran it at once) keeps its first score. Every
+    config's bounds shrink toward the study's :func:`pooled_std`. The confirm stage's fresh
+    runs are not pooled here (see :func:`study_best`).
     """
     found: dict[str, ConfigRuns] = {}
 
@@ -213,9 +259,7 @@ def study_runs(study: optuna.Study) -> dict[str, ConfigRuns]:
         if runs is None:
             runs = ConfigRuns(key, dict(config), (), (), (), _number(top))
         if trial is not None and trial not in runs.trials:
-            runs = ConfigRuns(
-                key, runs.config, (*runs.trials, trial), runs.repeats, runs.scores, runs.max_score
-            )
+            runs = replace(runs, trials=(*runs.trials, trial))
         found[key] = runs.with_runs(repeats, scores)
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -235,7 +279,8 @@ def study_runs(study: optuna.Study) -> dict[str, ConfigRuns]:
         if parts[1] in found or isinstance(value.get("config"), dict):
             config = value.get("config") or found[parts[1]].config
             add(parts[1], config, None, value["repeats"], value["scores"], value.get("max_score"))
-    return found
+    prior = pooled_std(found)
+    return {key: replace(runs, prior=prior) for key, runs in found.items()}
 
 
 def rank_key(runs: ConfigRuns, incumbent_runs: int) -> tuple[int, float, float, int]:

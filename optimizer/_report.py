@@ -194,16 +194,8 @@ def _best_html(study: optuna.Study, best: ExportedConfig | None, storage_url: st
     if best is None:
         return "<h2>Best config</h2>\n<p>No completed trial yet.</p>"
     parts = [f"<h2>Best config: trial {best.trial}</h2>"]
-    runs = best.runs
-    if runs is not None:
-        top = f"/{runs.max_score:g}" if runs.max_score else ""
-        trials = ", ".join(map(str, runs.trials))
-        parts.append(
-            f"<p>Mean {runs.mean:.4g}{top} ± {runs.std:.3g} over n={runs.n} runs pooled from "
-            f"trials {html.escape(trials)} (search, racing and the confirm stage); 95% lower "
-            f"bound {runs.lcb:.4g}, 90% interval [{runs.lcb:.4g}, {runs.ucb:.4g}]. Best single "
-            f"run {runs.best:.4g}{top}: one draw, not what to expect.</p>"
-        )
+    if best.runs is not None:
+        parts.append("<p>" + "<br>".join(html.escape(line) for line in best.runs.lines()) + "</p>")
     else:
         mean = "-" if best.mean is None else f"{best.mean:.4g}"
         how = "confirm stage" if best.confirmed else "search repeats"

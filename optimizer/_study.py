@@ -41,6 +41,14 @@ from pydantic import TypeAdapter
 from graders._base import BaseGrader, Task
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_from_dict, config_to_dict
+from optimizer._confirm import (
+    BEST_ATTR,
+    FRESH_ATTR,
+    FRESH_FIRST_REPEAT,
+    BestRuns,
+    fresh_runs,
+    study_best,
+)
 from optimizer._errors import UserError
 from optimizer._evaluate import evaluate, write_transcript
 from optimizer._export import write_best
@@ -289,9 +297,11 @@ class SearchSummary:
         exports: Files the best config was written to.
         objectives: The study's objectives.
         failures: When most trials share a low score, its most common causes.
-        best_runs: Every run of the best config (mean, std, n, bounds), or None.
+        best_runs: The best config's pooled search runs (mean, std, n, bounds), or None.
         rejected: Mutator answers the study rejected, counted by reason (``cut off by
             max_tokens``, ``near-duplicate``...).
+        fresh_runs: The best config's fresh runs, made after the confirm stage chose it
+            (the figures to expect), or None before a confirm stage.
     """
 
     study: str
@@ -308,6 +318,7 @@ class SearchSummary:
     failures: tuple[FailureCause, ...] = ()
     best_runs: ConfigRuns | None = None
     rejected: tuple[tuple[str, int], ...] = ()
+    fresh_runs: ConfigRuns | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -378,7 +389,9 @@ def study_spent(
     cost = sum(_number(t.user_attrs.get("cost")) for t in trials)
     intervals: dict[str, tuple[float, float]] = {}
     for key, value in study.user_attrs.items():
-        spend = key.startswith((f"{CONFIRM_ATTR}:", f"{MUTATION_SPEND_PREFIX}:", f"{RUNS_ATTR}:"))
+        spend = key.startswith(
+            (f"{CONFIRM_ATTR}:", f"{MUTATION_SPEND_PREFIX}:", f"{RUNS_ATTR}:", f"{FRESH_ATTR}:")
+        )
         if spend and isinstance(value, dict):
             tokens += int(_number(value.get("tokens")))
             cost += _number(value.get("cost"))
@@ -989,7 +1002,44 @@ class Search:
             if c.key in pools
         ]
         runs = self.space.racing.incumbent_runs
-        return sorted(found, key=lambda c: rank_key(pools[c.config_key], runs), reverse=True)
+        found.sort(key=lambda c: rank_key(pools[c.config_key], runs), reverse=True)
+        if found and len(self.objectives) == 1 and not self._interrupt:
+            chosen = pools[found[0].config_key]
+            await asyncio.to_thread(study.set_user_attr, BEST_ATTR, {"config_key": chosen.key})
+            await self._fresh(study, chosen)
+        return found
+
+    async def _fresh(self, study: optuna.Study, chosen: ConfigRuns) -> None:
+        """Runs the chosen config ``confirm_repeats`` fresh times (see optimizer/_confirm.py)."""
+        known = fresh_runs(study, chosen)
+        first = max(FRESH_FIRST_REPEAT, known.next_repeat() if known else 0)
+        number = min(chosen.trials)
+        self._notify(study, 0, f"confirming trial {number}'s config on fresh runs")
+        try:
+            evaluation = await evaluate(
+                config_from_dict(chosen.config, f"trial {number}"),
+                self.tasks,
+                self.router,
+                self.objective.grader,
+                repeats=self.confirm_repeats,
+                seed=self.seed or 0,
+                first=first,
+                catalog=self.catalog,
+            )
+        except Exception as error:  # the summary says it is not confirmed
+            self._notify(study, 0, f"confirming trial {number} on fresh runs failed: {error}")
+            return
+        path = transcript_path(self.study_dir, number)
+        write_transcript(path.with_name(f"{number}-fresh-{first}.jsonl"), evaluation)
+        record = {
+            "config": chosen.config,
+            "repeats": list(evaluation.repeat_indices),
+            "scores": list(evaluation.scores),
+            "max_score": evaluation.max_score,
+            "tokens": evaluation.prompt_tokens + evaluation.completion_tokens,
+            "cost": evaluation.cost,
+        }
+        await asyncio.to_thread(study.set_user_attr, f"{FRESH_ATTR}:{chosen.key}:{first}", record)
 
     def _summary(
         self,
@@ -1000,22 +1050,23 @@ class Search:
     ) -> SearchSummary:
         pareto: tuple[int, ...] = ()
         best: FrozenTrial | None = None
-        leader: ConfigRuns | None = None
+        chosen: BestRuns | None = None
         if len(self.objectives) > 1:
             if study.get_trials(states=(TrialState.COMPLETE,)):
                 pareto = tuple(sorted(t.number for t in study.best_trials))
             best = _best_complete(study)
         else:
-            leader = self._leader(study)
-            best = None if leader is None else study.trials[min(leader.trials)]
+            chosen = study_best(study, self.space.racing.incumbent_runs)
+            best = None if chosen is None else study.trials[chosen.trial]
         config = None
         exports: tuple[Path, ...] = ()
         if best is not None:
             config = config_from_dict(best.user_attrs["config"], f"trial {best.number}")
-            if leader is None:
-                leader = study_runs(study).get(str(best.user_attrs.get("config_key")))
+            if chosen is None:
+                search = study_runs(study).get(str(best.user_attrs.get("config_key")))
+                chosen = None if search is None else BestRuns(search, None)
             exports = write_best(
-                config, leader, self.study_dir / "best.json", best.number, self.task
+                config, chosen, self.study_dir / "best.json", best.number, self.task
             )
         return SearchSummary(
             study=self.study_name,
@@ -1030,8 +1081,9 @@ class Search:
             exports=exports,
             objectives=self.objectives,
             failures=common_failures(study.get_trials(deepcopy=False)),
-            best_runs=leader,
+            best_runs=None if chosen is None else chosen.search,
             rejected=rejection_counts(study),
+            fresh_runs=None if chosen is None else chosen.fresh,
         )
 
 
@@ -1186,6 +1238,7 @@ def summary_dict(summary: SearchSummary) -> dict[str, Any]:
             },
         },
         "best_runs": None if summary.best_runs is None else summary.best_runs.stats(),
+        "fresh_runs": None if summary.fresh_runs is None else summary.fresh_runs.stats(),
         "best_config": None if summary.best_config is None else config_to_dict(summary.best_config),
         "pareto": list(summary.pareto),
         "rejected_variants": dict(summary.rejected),

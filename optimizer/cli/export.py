@@ -66,11 +66,13 @@ def handle(args: argparse.Namespace) -> int:
             mean += f" over {exported.repeats} repeats"
         source = " (confirmed)" if exported.confirmed else ""
         if exported.runs is not None:
-            runs = exported.runs
+            runs, (low, high) = exported.runs.runs, exported.runs.runs.interval
+            kind = "fresh runs" if exported.runs.confirmed else "search runs (not confirmed)"
             mean = (
-                f" mean {runs.mean:.4g} ± {runs.std:.3g} over {runs.n} runs, 95% lower bound "
-                f"{runs.lcb:.4g}, best single run {runs.best:.4g}"
+                f" mean {runs.mean:.4g} ± {runs.std:.3g} over {runs.n} {kind}, 95% interval "
+                f"[{low:.4g}, {high:.4g}], best single run {exported.runs.best_single_run:.4g}"
             )
+            source = ""
         values = ", ".join(f"{v:.4g}" for v in exported.values)
         print(f"trial {exported.trial}: values {values};{mean}{source}", file=sys.stderr)
         lost = workshop_losses(exported.config) if fmt == "workshop" else []

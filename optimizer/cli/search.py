@@ -20,6 +20,7 @@ from graders._base import BaseGrader, Task
 from graders._suite import is_suite
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_to_dict, load_config
+from optimizer._confirm import BestRuns
 from optimizer._errors import UserError
 from optimizer._instances import PRUNERS, InstanceSampling
 from optimizer._objective import parse_objectives
@@ -145,8 +146,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=nonnegative_int,
         default=DEFAULT_CONFIRM_REPEATS,
         metavar="N",
-        help="once a budget stops the search, top the best configs up to N pooled runs each "
-        "before export (not on Ctrl-C; its spending counts towards a resumed study's budgets; "
+        help="once a budget stops the search, top the best configs up to N pooled runs each, "
+        "choose one, then run it N fresh times: the reported interval comes from those fresh "
+        "runs only (not on Ctrl-C; its spending counts towards a resumed study's budgets; "
         f"default {DEFAULT_CONFIRM_REPEATS}; 0 turns it off)",
     )
     parser.add_argument(
@@ -444,23 +446,17 @@ def summary_lines(summary: SearchSummary) -> list[str]:
             f"95% lower bound {lower_confidence_bound(scores):.4g}), scores {scores}"
         )
     else:
-        top = f"/{runs.max_score:g}" if runs.max_score else ""
-        lines.append(
-            f"Best config (trial {best.number}, runs pooled from trials "
-            f"{', '.join(map(str, runs.trials))}): mean {runs.mean:.4g}{top} ± {runs.std:.3g} "
-            f"(n={runs.n}), 95% lower bound {runs.lcb:.4g}, 90% interval "
-            f"[{runs.lcb:.4g}, {runs.ucb:.4g}]; max-score rate {runs.max_rate:.0%}"
-        )
-        lines.append(
-            f"Its best single run: {runs.best:.4g}{top} (one draw; expect the mean). "
-            f"Scores: {', '.join(f'{s:.4g}' for s in runs.scores)}"
-        )
-        if runs.n < 2:
+        chosen = BestRuns(runs, summary.fresh_runs)
+        lines += chosen.lines()
+        lines.append(f"Scores: {', '.join(f'{s:.4g}' for s in chosen.runs.scores)}")
+        if chosen.runs.n < 2:
             lines.append("Only one run: no spread is known; raise --confirm-repeats to know more.")
+        if summary.confirmations:
+            lines.append("The confirm stage chose among (search runs, topped up):")
     for confirmation in summary.confirmations:
         marker = "*" if confirmation.number == best.number else " "
         lines.append(
-            f" {marker} confirmed config of trial {confirmation.number}: "
+            f" {marker} config of trial {confirmation.number}: "
             f"{confirmation.repeats} runs, mean {confirmation.mean:.4g}/"
             f"{confirmation.max_score:g} ± {confirmation.std:.3g}, 95% lower bound "
             f"{confirmation.lcb:.4g}, max-score rate {confirmation.max_rate:.0%}"

@@ -20,7 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from optimizer._racing import best_config, study_runs
+from optimizer._confirm import study_best
 from optimizer._storage import DEFAULT_RUNS_DIR, JOURNAL_FILE, load_study, open_storage
 from optimizer._study import failed_run
 from optimizer._taskref import TASK_ATTR, TaskRef
@@ -58,7 +58,7 @@ class StudyRow:
         pruned: Pruned trials.
         failed: Failed trials (not those sampled ahead that never ran).
         running: Running or waiting trials.
-        best: The best config's pooled mean score, or None.
+        best: The best config's mean score (over its fresh runs once confirmed), or None.
         best_trial: The first trial of the best config.
         objectives: The study's objectives.
         last: When its latest trial started, ISO format, or "".
@@ -69,6 +69,9 @@ class StudyRow:
         n: Its runs.
         lcb: The 95% lower confidence bound of its mean.
         best_run: Its best single run.
+        confirmed: Whether the figures come from fresh runs made after the confirm stage
+            chose the config (else from the search runs that chose it).
+        interval: The two-sided 95% interval of its mean, or None.
     """
 
     study: str
@@ -88,6 +91,8 @@ class StudyRow:
     n: int = 0
     lcb: float | None = None
     best_run: float | None = None
+    confirmed: bool = False
+    interval: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the JSON form."""
@@ -109,6 +114,8 @@ class StudyRow:
             "n": self.n,
             "lcb": self.lcb,
             "best_run": self.best_run,
+            "confirmed": self.confirmed,
+            "interval": None if self.interval is None else list(self.interval),
         }
 
 
@@ -121,7 +128,8 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
         states = [t.state for t in trials]
         racing = study.user_attrs.get("racing")
         need = int(racing.get("incumbent_runs", 3)) if isinstance(racing, dict) else 3
-        leader = best_config(study_runs(study), need)
+        chosen = study_best(study, need)
+        leader = None if chosen is None else chosen.runs
         starts = [t.datetime_start for t in trials if t.datetime_start is not None]
         task = TaskRef.from_dict(study.user_attrs.get(TASK_ATTR))
         rows.append(
@@ -142,7 +150,9 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
                 std=None if leader is None else leader.std,
                 n=0 if leader is None else leader.n,
                 lcb=None if leader is None else leader.lcb,
-                best_run=None if leader is None else leader.best,
+                best_run=None if chosen is None else chosen.best_single_run,
+                confirmed=chosen is not None and chosen.confirmed,
+                interval=None if leader is None else leader.interval,
             )
         )
     return rows
@@ -176,7 +186,7 @@ def handle(args: argparse.Namespace) -> int:
     table.add_column("study", overflow="fold")
     table.add_column("task", overflow="fold")
     table.add_column("done/fail/run", justify="right", no_wrap=True)
-    for column in ("best mean ± std (n)", "LCB", "best run"):
+    for column in ("best mean ± std (n)", "95% CI", "best run"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("last trial", no_wrap=True)
     for row in rows:
@@ -186,13 +196,16 @@ def handle(args: argparse.Namespace) -> int:
             f"{row.complete + row.pruned}/{row.failed}/{row.running}",
             "-"
             if row.best is None
-            else f"{row.best:.4g}±{row.std or 0:.2g} ({row.n}) #{row.best_trial}",
-            "-" if row.lcb is None else f"{row.lcb:.4g}",
+            else f"{row.best:.4g}±{row.std or 0:.2g} ({row.n}{'*' if row.confirmed else ''}) "
+            f"#{row.best_trial}",
+            "-" if row.interval is None else "{:.0f} to {:.0f}".format(*row.interval),
             "-" if row.best_run is None else f"{row.best_run:.4g}",
             row.last[5:16].replace("T", " "),
         )
     out = Console()
     out.print(table)
+    if any(row.confirmed for row in rows):
+        out.print("(n*): fresh runs made after the confirm stage chose the config", highlight=False)
     for row in rows:
         for line in validation_lines(row.validations):
             out.print(f"{row.study}: {line}", highlight=False, soft_wrap=True)

@@ -83,18 +83,30 @@ def test_a_study_with_racing_exports_the_highest_lower_bound_with_its_statistics
         repeat_indices=[0, 1])  # fmt: skip
     add(study, [85.0], make_config(0.2), scores=[85.0], max_score=120.0, repeat_indices=[2])
     [best] = best_configs(study)
-    assert best.trial == 1 and best.config == make_config(0.2) and best.confirmed
-    assert best.runs is not None and best.runs.scores == (80.0, 90.0, 85.0)
+    assert best.trial == 1 and best.config == make_config(0.2) and not best.confirmed
+    assert best.runs is not None and best.runs.search.scores == (80.0, 90.0, 85.0)
     assert best.mean == 85.0 and best.repeats == 3
     written = export_configs([best], tmp_path / "out" / "best.yaml", "yaml")
     assert written == [tmp_path / "out" / "best.yaml", tmp_path / "out" / "best.stats.json"]
     text = written[0].read_text()
-    assert text.startswith("# Best config (trial 1; runs pooled over trials 1, 2 and the confirm")
-    assert "# Mean 85/120, std 5, n=3 runs; 95% lower bound 76.57" in text
+    assert text.startswith("# Best config: trial 1 (runs pooled over trials 1, 2).\n")
+    assert "# Its 3 search runs: mean 85/120, std 5, 95% interval" in text
+    assert "Not confirmed on fresh runs yet" in text
     assert config_from_dict(yaml.safe_load(text)) == make_config(0.2)
     stats = json.loads(written[1].read_text())
     assert stats["n"] == 3 and stats["best_single_run"] == 90.0 and stats["trial"] == 1
-    assert stats["lcb"] == pytest.approx(85 - 2.920 * 5 / 3**0.5)
+    # the spread is shrunk toward the study's pooled std (5 here), t with 2 + 4 df
+    assert stats["lcb"] == pytest.approx(85 - 1.943 * 5 / 3**0.5, abs=1e-2)
+    # once the confirm stage has chosen it and run it fresh, those runs are what is reported
+    key = best.runs.search.key
+    study.set_user_attr("best", {"config_key": key})
+    study.set_user_attr(f"fresh:{key}:1000000", {"repeats": [1000000, 1000001, 1000002],
+                                                 "scores": [40.0, 50.0, 60.0]})  # fmt: skip
+    [best] = best_configs(study)
+    assert best.confirmed and best.mean == 50.0 and best.repeats == 3
+    text = export_configs([best], tmp_path / "c" / "best.yaml", "yaml")[0].read_text()
+    assert "# Confirmed on 3 fresh runs after it was chosen: mean 50/120, std 10" in text
+    assert "# The 3 search runs that chose it: mean 85, std 5 (optimistic" in text
     workshop = export_configs([best], tmp_path / "w" / "best.json", "workshop")
     assert config_from_workshop(json.loads(workshop[0].read_text())).main.temperature == 0.2
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -9,10 +10,12 @@ from optimizer._config import config_from_dict, config_to_dict, load_config
 from optimizer._racing import (
     ConfigRuns,
     best_config,
+    confidence_interval,
     config_key,
     incumbent,
     lower_confidence_bound,
     more_runs,
+    pooled_std,
     study_runs,
     upper_confidence_bound,
 )
@@ -80,6 +83,23 @@ def test_bounds_form_a_90_percent_interval() -> None:
     assert upper_confidence_bound([]) == lower_confidence_bound([]) == 0.0
 
 
+def test_bounds_borrow_the_studys_spread_so_runs_that_agree_by_chance_are_not_certain() -> None:
+    # three runs that agree, against six that spread (as on the embedded models)
+    agree = runs("agree", 25, 25, 25)
+    spread = runs("spread", 90, 10, 85, 15, 80, 8, trial=1)
+    assert incumbent({"a": agree, "s": spread}, 3) is agree  # std 0 makes a tight bound
+    prior = pooled_std({"a": agree, "s": spread})
+    assert prior == pytest.approx((5 * spread.std**2 / 7) ** 0.5)
+    agree, spread = replace(agree, prior=prior), replace(spread, prior=prior)
+    assert incumbent({"a": agree, "s": spread}, 3) is spread  # the higher mean, known better
+    # shrinkage: (4 prior runs x prior^2 + (n - 1) x s^2) / (n - 1 + 4), t with n - 1 + 4 df
+    assert lower_confidence_bound([90.0], prior=10.0) == pytest.approx(90 - 2.132 * 10, abs=1e-2)
+    assert confidence_interval([60.0, 100.0, 60.0, 100.0]) == pytest.approx(
+        (80 - 3.182 * 23.094 / 2, 80 + 3.182 * 23.094 / 2), abs=1e-2
+    )
+    assert pooled_std({"one": runs("one", 50)}) == 0.0  # no spread known yet
+
+
 def test_study_runs_pool_trials_and_confirm_runs_by_repeat_index() -> None:
     study = optuna.create_study(direction="maximize")
     config = config_to_dict(load_config(WORKSHOP))
@@ -100,3 +120,4 @@ def test_study_runs_pool_trials_and_confirm_runs_by_repeat_index() -> None:
     assert pooled[key].repeats == (0, 1, 2, 3, 4)
     assert pooled[key].scores == (10.0, 20.0, 30.0, 40.0, 50.0)
     assert pooled[key].trials == (0, 1, 2) and pooled[key].next_repeat() == 5
+    assert pooled[key].prior == pytest.approx(15.811, abs=1e-3)  # its own std: the only one

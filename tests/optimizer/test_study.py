@@ -28,8 +28,10 @@ from search_helpers import (
 
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_from_dict, load_config
+from optimizer._confirm import FRESH_FIRST_REPEAT
 from optimizer._objective import worker_id
 from optimizer._prompts import PromptPool
+from optimizer._racing import study_runs
 from optimizer._space import SearchSpace, space_from_dict
 from optimizer._storage import open_storage
 from optimizer._study import (
@@ -392,7 +394,6 @@ def test_confirm_stage_reevaluates_the_top_trials(tmp_path: Path) -> None:
         assert confirmation.repeats == len(confirmation.scores) >= 4
         # seed_responder alternates 100 and 60 points on even and odd seeds
         assert sorted(confirmation.scores)[:2] == [60.0, 60.0] or confirmation.mean > 80
-        assert confirmation.lcb == pytest.approx(lower_confidence_bound(confirmation.scores))
         assert confirmation.lcb < confirmation.mean
     assert summary.best is not None and summary.best.number == summary.confirmations[0].number
     assert (
@@ -408,9 +409,56 @@ def test_confirm_stage_reevaluates_the_top_trials(tmp_path: Path) -> None:
         v["tokens"] for k, v in study.user_attrs.items() if k.startswith("mutation_spend:")
     )
     trials = sum(t.user_attrs["tokens"] for t in study.trials)
-    confirmed = study_spent(study).tokens - trials - mutations
+    fresh = sum(v["tokens"] for k, v in study.user_attrs.items() if k.startswith("fresh:"))
+    confirmed = study_spent(study).tokens - trials - mutations - fresh
     runs = {c.config_key: c.tokens for c in (*summary.confirmations, *again.confirmations)}
     assert confirmed == sum(runs.values()) > 0
+    assert fresh > 0  # the fresh runs count in the spending too
+
+
+def flattering_landscape(body: dict[str, Any]) -> str:
+    """Every search run scores the maximum; runs with fresh seeds score 100 or 60."""
+    seed = body.get("seed") or 0
+    if seed < FRESH_FIRST_REPEAT:
+        return "alpha beta gamma"
+    return "alpha beta" if seed % 2 == 0 else "alpha"
+
+
+def test_the_reported_figures_come_from_fresh_runs_made_after_the_choice(
+    tmp_path: Path,
+) -> None:
+    space = smoke(cycles=0, mutation={"every": 0})
+    with OpenAIServer(flattering_landscape) as server:
+        summary = run(search(tmp_path, server, space, baselines=[], budget=Budget(trials=3),
+                             confirm_repeats=4, confirm_top=2))  # fmt: skip
+        first_seeds = [r.body["seed"] for r in server.chat_requests]
+        stats = json.loads((tmp_path / "runs" / "smoke" / "best.stats.json").read_text())
+        header = (tmp_path / "runs" / "smoke" / "best.yaml").read_text().splitlines()
+        again = run(search(tmp_path, server, space, baselines=[], budget=Budget(trials=4),
+                           confirm_repeats=4, confirm_top=2))  # fmt: skip
+        seeds = [r.body["seed"] for r in server.chat_requests]
+    assert summary.best_runs is not None and summary.fresh_runs is not None
+    # the search runs chose the config, and flatter it; the fresh runs say what to expect
+    assert set(summary.best_runs.scores) == {120.0}
+    assert summary.fresh_runs.n == 4 and sorted(summary.fresh_runs.scores) == [60, 60, 100, 100]
+    fresh_seeds = [s for s in first_seeds if s >= FRESH_FIRST_REPEAT]
+    assert len(fresh_seeds) == len(set(fresh_seeds)) == 4
+    low, high = summary.fresh_runs.interval
+    assert low < 80 < high < 120  # the interval holds the fresh mean, not the search's
+    assert stats["confirmed"] is True
+    assert (stats["n"], stats["mean"]) == (4, 80.0)
+    assert (stats["ci_low"], stats["ci_high"]) == pytest.approx((low, high))
+    assert stats["search"]["mean"] == 120.0 and stats["best_single_run"] == 120.0
+    assert header[1].startswith("# Confirmed on 4 fresh runs after it was chosen: mean 80/120")
+    lines = "\n".join(summary_lines(summary))
+    assert "Confirmed on 4 fresh runs" in lines and "optimistic" in lines
+    # fresh runs never pool with the search's runs, so they never choose anything
+    pools = study_runs(load(tmp_path))
+    assert all(r < FRESH_FIRST_REPEAT for p in pools.values() for r in p.repeats)
+    # a later confirm stage of the same config adds new fresh runs, with new seeds
+    assert again.fresh_runs is not None and again.fresh_runs.n == 8
+    later = [s for s in seeds[len(first_seeds) :] if s >= FRESH_FIRST_REPEAT]
+    assert len(later) == 4 and not set(later) & set(fresh_seeds)
 
 
 def test_many_mutation_rounds_never_trip_the_categorical_check(tmp_path: Path) -> None:
@@ -561,7 +609,8 @@ def test_a_lucky_maximum_becomes_the_best_only_if_its_runs_confirm_it(
     exported = load_config(tmp_path / "runs" / "smoke" / "best.yaml")
     assert exported.main.model == summary.best_config.main.model
     header = (tmp_path / "runs" / "smoke" / "best.yaml").read_text().splitlines()[1]
-    assert header.startswith(f"# Mean {summary.best_runs.mean:.4g}/120, std ")
+    # no confirm stage in this search: the header says its figures are the search's runs
+    assert header.startswith(f"# Its {summary.best_runs.n} search runs: mean ")
 
 
 @pytest.mark.parametrize("k", [2, 4])

@@ -160,11 +160,11 @@ def test_report_shows_the_best_config_its_confirmation_and_lineage(searched: Pat
     page = (searched / "r2" / "index.html").read_text()
     best = yaml.safe_load((searched / "runs" / "slug" / "best.yaml").read_text())
     assert "12 completed trials" in page
-    assert "(search, racing and the confirm stage)" in page and "<th>95% LCB</th>" in page
+    assert "Confirmed on 3 fresh runs after it was chosen" in page and "<th>95% LCB</th>" in page
     stats = json.loads((searched / "runs" / "slug" / "best.stats.json").read_text())
     # the configs with enough runs, best first: the exported one heads the table
     assert page.count("<tr><td>") >= 1
-    assert f"<tr><td>{stats['trials'][0]}</td><td>{stats['n']}</td>" in page
+    assert f"<tr><td>{stats['trials'][0]}</td><td>{stats['search']['n']}</td>" in page
     assert f"model: {best['main']['model']}" in page
     assert "system_prompt: |-" in page  # the multi-line prompt as a literal block
     assert "moa-opt export --study slug -o best.json" in page

@@ -84,8 +84,9 @@ def test_search_runs_the_smoke_space_and_prints_the_summary(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Search 'smoke' stopped by trials budget (4 trials)." in out
-    assert "Best config (trial" in out and "95% lower bound" in out and "Config:" in out
-    assert "Its best single run:" in out
+    assert "Best config: trial" in out and "Config:" in out
+    assert "fresh runs after it was chosen" in out and "95% interval" in out
+    assert "Best single run" in out
     assert (
         "Exported: runs/smoke/best.json (workshop JSON), runs/smoke/best.yaml (YAML), "
         "runs/smoke/best.stats.json (statistics)"
@@ -214,7 +215,7 @@ def test_sigterm_stops_cleanly_with_a_summary(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err
-    assert "stopped by interrupt (SIGTERM)." in out and "Best config (trial" in out
+    assert "stopped by interrupt (SIGTERM)." in out and "Best config: trial" in out
     trials = study(tmp_path).trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     failed = [t for t in trials if t.state == TrialState.FAIL]

@@ -192,11 +192,11 @@ def test_wilcoxon_prunes_worse_trials_and_their_spending_counts(tmp_path: Path) 
         assert trial.user_attrs["tokens"] > 0
     summary = json.loads(done.stdout)
     assert summary["spent"]["trials"] == 5  # pruned trials count towards --trials
-    # every trial's tokens (pruned ones included) and the confirm stage's runs
+    # every trial's tokens (pruned ones included) and the confirm stage's runs, fresh or not
     confirm = sum(
         int(value.get("tokens", 0))
         for key, value in study.user_attrs.items()
-        if key.startswith("runs:") and isinstance(value, dict)
+        if key.startswith(("runs:", "fresh:")) and isinstance(value, dict)
     )
     trials = sum(t.user_attrs["tokens"] for t in study.trials)
     assert summary["spent"]["tokens"] == trials + confirm
