@@ -172,8 +172,7 @@ class ResponseCache:
         """Opens a connection for the calling thread (caller holds ``_lock``)."""
         connection = sqlite3.connect(self.path, timeout=self._busy_timeout, check_same_thread=False)
         connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            connection.execute("PRAGMA journal_mode = WAL")
+        _use_wal(connection, self._busy_timeout)
         connection.execute("PRAGMA synchronous = NORMAL")
         with connection:
             connection.execute(_SCHEMA)
@@ -184,6 +183,24 @@ class ResponseCache:
         self._local.connection = connection
         self._connections.append(connection)
         return connection
+
+
+def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Switches the database to WAL, waiting out other processes that hold it.
+
+    SQLite answers a journal-mode change that meets another connection with "database is
+    locked" at once, without its busy handler, so the wait is here.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class CachedProvider(Provider):
