@@ -8,7 +8,9 @@
   per problem match the found config's, and one answer chosen by agreement (the most common
   extracted function, compared as a syntax tree, so formatting and comments do not count; ties
   go to the earliest sample); only the chosen answer is graded;
-- ``workshop-default``: the study's trial 0, the workshop's config mapped onto the space.
+- ``workshop-default``: the study's trial 0, the workshop's config mapped onto the space; for
+  a config file validated without a study, the workshop's config on the file's main model
+  (:func:`workshop_on`).
 
 pass@1 is the mean over problems of each problem's pass rate over repeats, with a 95% Wilson
 score interval over problems. The paired difference found - baseline is the mean over problems
@@ -53,6 +55,7 @@ __all__ = [
     "validation_row",
     "vote",
     "wilson_interval",
+    "workshop_on",
 ]
 
 PLAIN_PROMPT = "You are a helpful assistant."
@@ -122,6 +125,19 @@ def single_call_config(found: MoAConfig) -> MoAConfig:
         max_tokens=found.main.max_tokens,
     )
     return MoAConfig(main=main, cycles=0)
+
+
+def workshop_on(workshop: MoAConfig, found: MoAConfig) -> MoAConfig:
+    """The workshop's config with every agent on the found config's main model and max_tokens."""
+
+    def moved(agent: AgentSpec) -> AgentSpec:
+        return replace(agent, model=found.main.model, max_tokens=found.main.max_tokens)
+
+    return replace(
+        workshop,
+        main=moved(workshop.main),
+        layer_agents=tuple(moved(agent) for agent in workshop.layer_agents),
+    )
 
 
 def _vote_key(answer: str, function_name: str | None) -> str | None:

@@ -49,6 +49,7 @@ from optimizer.cli._common import (
 )
 
 __all__ = [
+    "DEFAULT_BASELINE",
     "DEFAULT_CONFIRM_REPEATS",
     "DEFAULT_SPACE",
     "DEFAULT_STUDY",

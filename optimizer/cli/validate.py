@@ -1,4 +1,9 @@
-"""``moa-opt validate``: a study's best config against the baselines, on its held-out problems."""
+"""``moa-opt validate``: a config against the baselines, on problems its search never saw.
+
+Either a suite study's best config on the study's own split (``--study``), or a config file
+on a suite's split computed as a new study on that suite would store it (``--config`` with
+``--task``): a config tuned on another task, checked for transfer.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,27 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from rich.table import Table
 
-from graders import GraderError, get_grader, load_tasks
-from optimizer._config import MoAConfig, config_from_dict
+from graders import BaseGrader, GraderError, get_grader, load_tasks
+from graders._base import Task
+from graders._suite import is_suite
+from optimizer._config import MoAConfig, config_from_dict, load_config
 from optimizer._errors import UserError
 from optimizer._evaluate import RunResult, write_transcript
 from optimizer._export import best_configs
-from optimizer._split import SPLIT_ATTR, Split, split_tasks
+from optimizer._split import SPLIT_ATTR, Split, make_split, split_tasks
 from optimizer._storage import DEFAULT_RUNS_DIR, load_study
-from optimizer._taskref import TASK_ATTR, TaskRef, task_ref
-from optimizer._validate import ValidationRow, validate_configs
+from optimizer._taskref import TASK_ATTR, TaskRef, task_location, task_ref
+from optimizer._validate import ValidationRow, validate_configs, workshop_on
 from optimizer.cli._common import (
     add_model_flags,
     add_sandbox_flag,
@@ -29,10 +40,12 @@ from optimizer.cli._common import (
     positive_int,
     require_sandbox,
 )
+from optimizer.cli.search import DEFAULT_BASELINE
 
 __all__ = [
     "INTERVALS",
     "VALIDATE_ATTR",
+    "VALIDATE_DIR",
     "best_config",
     "register",
     "validation_lines",
@@ -41,6 +54,8 @@ __all__ = [
 
 VALIDATE_ATTR = "validate"
 """Study user attrs ``validate:<split>``: the last validation on that split."""
+VALIDATE_DIR = DEFAULT_RUNS_DIR / "validate"
+"""Where a ``validate --config`` keeps its result and transcripts (``<date>-<time>/``)."""
 INTERVALS = (
     "pass@1: 95% Wilson score interval over problems; difference (found - baseline): 95% "
     "percentile bootstrap over problems, paired, 10,000 resamples"
@@ -51,17 +66,38 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Adds the ``validate`` command."""
     parser = commands.add_parser(
         "validate",
-        help="the study's best config against single-call and self-consistency baselines, "
-        "on held-out problems",
+        help="a config against single-call and self-consistency baselines, on held-out problems",
         description=(
             "Evaluate a suite study's best config on the problems its search never saw (the "
-            "test split), beside a single call of its main model, self-consistency at equal "
-            "tokens and the workshop default: pass@1 with a 95% interval, tokens and cost "
-            "per problem, and the paired difference found - baseline with its interval."
+            "test split), or a config file on a suite's test split (--config with --task), "
+            "beside a single call of its main model, self-consistency at equal tokens and the "
+            "workshop default: pass@1 with a 95% interval, tokens and cost per problem, and the "
+            "paired difference found - baseline with its interval."
         ),
     )
-    parser.add_argument("--study", required=True, metavar="NAME", help="the study (on a suite)")
+    parser.add_argument("--study", metavar="NAME", help="the study (on a suite)")
     parser.add_argument("--storage", metavar="URL", help="Optuna storage URL (as for search)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="instead of a study: this config (.yaml, or the workshop's .json), on --task",
+    )
+    parser.add_argument(
+        "--task", metavar="SUITE", help="with --config: the suite (a .jsonl file or humaneval)"
+    )
+    parser.add_argument(
+        "--dev-size",
+        type=positive_int,
+        metavar="N",
+        help="with --config: the split's dev size, as search's flag (default a quarter)",
+    )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        metavar="S",
+        help="with --config: the split's seed, as search's flag (default 0)",
+    )
     parser.add_argument(
         "--split", choices=("test", "dev"), default="test", help="which problems (default test)"
     )
@@ -75,6 +111,31 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_model_flags(parser)
     add_sandbox_flag(parser)
     parser.set_defaults(handler=handle)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What is validated, on which problems, and where its result goes.
+
+    Attributes:
+        found: The config validated (row ``found``).
+        workshop: The workshop default's config, if there is one to run.
+        tasks: The problems of the chosen split.
+        grader: The suite's grader.
+        label: How ``found`` is named in messages (``trial 3``, a file name).
+        source: Where ``found`` comes from, for the record and transcripts.
+        folder: Where the transcripts go.
+        store: Keeps the record (without runs); returns where, for the user.
+    """
+
+    found: MoAConfig
+    workshop: MoAConfig | None
+    tasks: tuple[Task, ...]
+    grader: BaseGrader
+    label: str
+    source: dict[str, Any]
+    folder: Path
+    store: Callable[[dict[str, Any]], str]
 
 
 def best_config(study: optuna.Study) -> tuple[int, MoAConfig]:
@@ -101,6 +162,53 @@ def _workshop(study: optuna.Study) -> MoAConfig | None:
 
 def handle(args: argparse.Namespace) -> int:
     """Runs the command."""
+    target = _from_config(args) if args.config is not None else _from_study(args)
+    require_sandbox(target.grader)
+    err = console(stderr=True)
+    err.print(
+        f"validating {target.label} on {len(target.tasks)} {args.split} problems, "
+        f"{args.repeats} repeat(s) each",
+        highlight=False,
+    )
+    rows = asyncio.run(_run(target.found, target.workshop, target.tasks, target.grader, args))
+    for row in rows:
+        write_transcript(
+            target.folder / f"{args.split}-{row.config}.jsonl",
+            row.evaluation,
+            {"validate": args.split, "config_name": row.config, **target.source},
+        )
+    record = {
+        "split": args.split,
+        **target.source,
+        "problems": len(target.tasks),
+        "repeats": args.repeats,
+        "intervals": INTERVALS,
+        "results": [row.to_dict() for row in rows],
+    }
+    stored = target.store(record)
+    if args.json:
+        record["results"] = [row.to_dict(runs=True) for row in rows]
+        print(json.dumps(record, indent=2))
+        return 0
+    console().print(results_table(rows, args.split, target.label))
+    print(INTERVALS)
+    print(f"Stored: {stored}; transcripts: {target.folder}/")
+    return 0
+
+
+def _from_study(args: argparse.Namespace) -> Target:
+    """The study's best config on its own split; the result is stored in the study."""
+    if args.study is None:
+        raise UserError("validate: give --study NAME, or --config FILE with --task SUITE")
+    for flag, value in (
+        ("--task", args.task),
+        ("--dev-size", args.dev_size),
+        ("--split-seed", args.split_seed),
+    ):
+        if value is not None:
+            raise UserError(
+                f"{flag}: only with --config; a study is validated on its own suite and split"
+            )
     study = load_study(args.study, args.storage)
     ref = TaskRef.from_dict(study.user_attrs.get(TASK_ATTR))
     split = Split.from_dict(study.user_attrs.get(SPLIT_ATTR))
@@ -118,42 +226,67 @@ def handle(args: argparse.Namespace) -> int:
             f"{ref.source}: the suite changed since study {args.study!r} was created; its "
             "split and scores no longer apply"
         )
-    tasks = split_tasks(suite, split.ids(args.split))
-    grader = get_grader(suite[0].grader)
-    require_sandbox(grader)
     number, found = best_config(study)
-    workshop = _workshop(study)
-    err = console(stderr=True)
-    err.print(
-        f"validating trial {number} of {args.study!r} on {len(tasks)} {args.split} problems, "
-        f"{args.repeats} repeat(s) each",
-        highlight=False,
+
+    def store(record: dict[str, Any]) -> str:
+        study.set_user_attr(f"{VALIDATE_ATTR}:{args.split}", record)
+        return f"study {args.study!r} (user attr {VALIDATE_ATTR}:{args.split})"
+
+    return Target(
+        found=found,
+        workshop=_workshop(study),
+        tasks=split_tasks(suite, split.ids(args.split)),
+        grader=get_grader(suite[0].grader),
+        label=f"trial {number} of {args.study!r}",
+        source={"trial": number},
+        folder=DEFAULT_RUNS_DIR / args.study / "validate",
+        store=store,
     )
-    rows = asyncio.run(_run(found, workshop, tasks, grader, args))
-    folder = DEFAULT_RUNS_DIR / args.study / "validate"
-    for row in rows:
-        write_transcript(
-            folder / f"{args.split}-{row.config}.jsonl",
-            row.evaluation,
-            {"validate": args.split, "config_name": row.config, "trial": number},
+
+
+def _from_config(args: argparse.Namespace) -> Target:
+    """A config file on a suite's split, drawn as a new study on the suite would draw it.
+
+    The result goes to ``runs/validate/<date>-<time>/result.json``, beside the transcripts.
+    """
+    if args.study is not None:
+        raise UserError("--config: give --study or --config, not both")
+    if args.storage is not None:
+        raise UserError("--storage: only with --study (a --config is validated without one)")
+    if args.task is None:
+        raise UserError(
+            "--config: needs --task SUITE (a .jsonl file or humaneval), the suite to validate on"
         )
-    record = {
-        "split": args.split,
-        "trial": number,
-        "problems": len(tasks),
-        "repeats": args.repeats,
-        "intervals": INTERVALS,
-        "results": [row.to_dict() for row in rows],
-    }
-    study.set_user_attr(f"{VALIDATE_ATTR}:{args.split}", record)
-    if args.json:
-        record["results"] = [row.to_dict(runs=True) for row in rows]
-        print(json.dumps(record, indent=2))
-        return 0
-    console().print(results_table(rows, args.split, number))
-    print(INTERVALS)
-    print(f"Transcripts: {folder}/")
-    return 0
+    if not is_suite(args.task):
+        raise UserError(
+            f"--task: validate needs a suite (a .jsonl file or humaneval), got {args.task!r}"
+        )
+    found = load_config(args.config)
+    location = task_location(args.task)
+    try:
+        suite = load_tasks(location)
+    except GraderError as error:
+        raise UserError(f"--task: {error}") from None
+    seed = 0 if args.split_seed is None else args.split_seed
+    split = make_split([task.name for task in suite], args.dev_size, seed)
+    folder = VALIDATE_DIR / time.strftime("%Y%m%d-%H%M%S")
+
+    def store(record: dict[str, Any]) -> str:
+        path = folder / "result.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        return str(path)
+
+    return Target(
+        found=found,
+        workshop=workshop_on(load_config(DEFAULT_BASELINE), found),
+        tasks=split_tasks(suite, split.ids(args.split)),
+        grader=get_grader(suite[0].grader),
+        label=args.config.name,
+        source={"config": str(args.config), "task": location, "suite_split": split.to_dict()},
+        folder=folder,
+        store=store,
+    )
 
 
 async def _run(
@@ -211,9 +344,9 @@ def validation_lines(records: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def results_table(rows: list[ValidationRow], split: str, trial: int) -> Table:
+def results_table(rows: list[ValidationRow], split: str, found: str) -> Table:
     """The configs side by side: pass@1 and interval, tokens, cost, difference to found."""
-    table = Table(title=f"validate on {split} (found = trial {trial})")
+    table = Table(title=f"validate on {split} (found = {found})")
     for column in ("config", "pass@1", "95% interval", "tokens/problem", "cost/problem"):
         table.add_column(column, justify="left" if column == "config" else "right")
     table.add_column("found - this [95% interval]", justify="right")

@@ -12,6 +12,7 @@ from optimizer._validate import (
     single_call_config,
     vote,
     wilson_interval,
+    workshop_on,
 )
 
 
@@ -70,3 +71,24 @@ def test_self_consistency_samples_match_the_found_configs_tokens() -> None:
     assert samples_for(40.0, 50.0) == 1
     assert samples_for(10_000.0, 10.0) == 32
     assert samples_for(100.0, 0.0) == 1
+
+
+def test_workshop_on_puts_every_agent_on_the_found_main_model() -> None:
+    workshop = MoAConfig(
+        main=AgentSpec("main", "llama3.1-8b", 0.7, "Implement it. {helper_response}"),
+        cycles=1,
+        layer_agents=(AgentSpec("assistant", "llama3.1-8b", 0.5, "Help. {helper_response}"),),
+    )
+    found = MoAConfig(
+        main=AgentSpec("main", "model-b", 0.1, "Tuned {helper_response}", 300),
+        cycles=1,
+        layer_agents=(AgentSpec("a", "model-a", 0.5, "Draft {helper_response}", 99),),
+    )
+    moved = workshop_on(workshop, found)
+    agents = [moved.main, *moved.layer_agents]
+    assert [(a.model, a.max_tokens) for a in agents] == [("model-b", 300), ("model-b", 300)]
+    assert [(a.temperature, a.system_prompt) for a in agents] == [
+        (0.7, "Implement it. {helper_response}"),
+        (0.5, "Help. {helper_response}"),
+    ]
+    assert moved.cycles == 1
