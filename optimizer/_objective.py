@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -199,8 +200,11 @@ class Objective:
             tasks = self.sampling.choose(self.tasks, trial.number)
             reporter = InstanceReporter(trial, self.tasks, self.space.repeats, len(tasks))
 
+        graded: list[RunResult] = []
+
         def counted(result: RunResult) -> None:  # every run: spending and progress
             spend.add(result)
+            graded.append(result)
             if on_result is not None:
                 on_result(result)
 
@@ -210,8 +214,18 @@ class Objective:
                 reporter(result)  # raises TrialPruned when the pruner stops the trial
 
         async with slot or contextlib.nullcontext():
+            started = time.perf_counter()
             try:
                 evaluation, pooled = await self._race(trial.study, config, tasks, seen, counted)
+            except optuna.TrialPruned as pruned:
+                order = {task.name: index for index, task in enumerate(tasks)}
+                runs = sorted(graded, key=lambda r: (r.repeat, order[r.task.name]))
+                partial = Evaluation(
+                    config, tuple(runs), self.space.repeats, self.seed,
+                    time.perf_counter() - started,
+                )  # fmt: skip
+                await asyncio.to_thread(self._record_pruned, trial, partial, str(pruned))
+                raise
             except BaseException:
                 with batched_writes(trial.storage):
                     trial.set_user_attr("tokens", spend.tokens)
@@ -304,6 +318,18 @@ class Objective:
             if reason is not None:
                 trial.set_user_attr("pruned_reason", f"context: {reason}")
         return config, reason
+
+    def _record_pruned(self, trial: optuna.Trial, evaluation: Evaluation, reason: str) -> None:
+        """A pruned trial: the transcript of the runs it made, and what they spent."""
+        path = write_transcript(
+            transcript_path(self.study_dir, trial.number),
+            evaluation,
+            {"trial": trial.number, "pruned": reason},
+        )
+        with batched_writes(trial.storage):
+            trial.set_user_attr("tokens", evaluation.prompt_tokens + evaluation.completion_tokens)
+            trial.set_user_attr("cost", evaluation.cost)
+            trial.set_user_attr("transcript", str(path))
 
     def _record(self, trial: optuna.Trial, evaluation: Evaluation, pooled: ConfigRuns) -> None:
         """Writes the transcript and the result user attrs (with the config's pool)."""

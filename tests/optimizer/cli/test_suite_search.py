@@ -185,11 +185,27 @@ def test_wilcoxon_prunes_worse_trials_and_their_spending_counts(tmp_path: Path) 
     assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].values[0] == 1.0
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned, [(t.state, t.intermediate_values) for t in study.trials]
+    dev = set(study.user_attrs["split"]["dev"])
     for trial in pruned:
         assert trial.user_attrs["mean"] == 0.0
         assert 4 <= trial.user_attrs["instances_done"] < 6
         assert len(trial.intermediate_values) == trial.user_attrs["instances_done"]
         assert trial.user_attrs["tokens"] > 0
+        # its transcript holds the runs it made (one per problem reported), graded
+        path = Path(trial.user_attrs["transcript"])  # as a complete trial's: runs/w/trials/0.jsonl
+        assert path == Path(study.trials[0].user_attrs["transcript"]).with_stem(str(trial.number))
+        lines = [json.loads(line) for line in (tmp_path / path).read_text().splitlines()]
+        head, grades = lines[0], [line for line in lines if line["type"] == "grade"]
+        assert head["type"] == "evaluation" and head["trial"] == trial.number
+        assert head["pruned"].startswith("pruner: clearly worse than the best trial")
+        assert head["config"] == trial.user_attrs["config"]
+        assert len(grades) == trial.user_attrs["instances_done"]
+        assert {g["task"] for g in grades} <= dev and {g["score"] for g in grades} == {0.0}
+        assert all(g["answer"] and g["feedback"] for g in grades)
+        calls = [line for line in lines if line["type"] == "call"]
+        assert {c["task"] for c in calls} == {g["task"] for g in grades}
+        billed = sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls)
+        assert billed == trial.user_attrs["tokens"]
     summary = json.loads(done.stdout)
     assert summary["spent"]["trials"] == 5  # pruned trials count towards --trials
     # every trial's tokens (pruned ones included) and the confirm stage's runs, fresh or not
