@@ -182,11 +182,13 @@ def handle(args: argparse.Namespace) -> int:
         where = args.storage or f"{DEFAULT_RUNS_DIR}/*/{JOURNAL_FILE}"
         print(f"no studies in {where}")
         return 0
-    table = Table(title="studies", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("study", overflow="fold")
-    table.add_column("task", overflow="fold")
-    table.add_column("done/fail/run", justify="right", no_wrap=True)
-    for column in ("best mean ± std (n)", "95% CI", "best run"):
+    table = Table(
+        title="studies", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True
+    )
+    table.add_column("study", overflow="fold", min_width=10)
+    table.add_column("task", overflow="fold", min_width=9)
+    table.add_column("trials", justify="right", no_wrap=True)
+    for column in ("best mean±std (n)", "95% CI", "top run"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("last trial", no_wrap=True)
     for row in rows:
@@ -198,14 +200,16 @@ def handle(args: argparse.Namespace) -> int:
             if row.best is None
             else f"{row.best:.4g}±{row.std or 0:.2g} ({row.n}{'*' if row.confirmed else ''}) "
             f"#{row.best_trial}",
-            "-" if row.interval is None else "{:.0f} to {:.0f}".format(*row.interval),
+            "-" if row.interval is None else "{:.0f}..{:.0f}".format(*row.interval),
             "-" if row.best_run is None else f"{row.best_run:.4g}",
             row.last[5:16].replace("T", " "),
         )
     out = Console()
     out.print(table)
+    legend = "trials: done/failed/running; #N: the best config's first trial"
     if any(row.confirmed for row in rows):
-        out.print("(n*): fresh runs made after the confirm stage chose the config", highlight=False)
+        legend += "; (n*): fresh runs made after the confirm stage chose it"
+    out.print(legend, highlight=False, soft_wrap=False)
     for row in rows:
         for line in validation_lines(row.validations):
             out.print(f"{row.study}: {line}", highlight=False, soft_wrap=True)

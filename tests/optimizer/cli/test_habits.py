@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,6 +120,8 @@ def test_studies_shows_the_task_and_deletes_a_study(tmp_path: Path) -> None:
     assert rows[0]["task_source"] == str(folder / "slugify.yaml")
     table = moa_opt("studies", cwd=folder, env={"COLUMNS": "80"}).stdout
     assert "slugify" in table and max(len(line) for line in table.splitlines()) <= 80
+    # every column whole: the best config's figures, its interval and the last trial's time
+    assert re.search(r" 5±0 \(6\*\) #0 +5\.\.5 +5 +\d\d-\d\d \d\d:\d\d$", table, re.M), table
     kept = moa_opt("studies", "--delete", "slugify", cwd=folder, stdin="n\n")
     assert kept.returncode == 1 and "Delete study 'slugify' (1 trials)" in kept.stderr
     assert (folder / "runs" / "slugify" / "journal.log").exists()
