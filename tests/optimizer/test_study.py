@@ -180,7 +180,7 @@ def test_the_sampler_sees_every_finished_trial_from_the_pool_threads(
     # Optuna caches a study's trials per thread and clears that cache only in ask and tell,
     # which run in other threads than the sampling: a stale cache hides the latest trials.
     sampler = FinishedTrialsSampler()
-    monkeypatch.setattr("optimizer._study.make_sampler", lambda *args, **kwargs: sampler)
+    monkeypatch.setattr("optimizer._setup.make_sampler", lambda *args, **kwargs: sampler)
     with OpenAIServer(seed_responder) as server:
         run(search(tmp_path, server, budget=Budget(trials=12), baselines=[]))
     assert set(sampler.seen) == set(range(12))

@@ -1,0 +1,297 @@
+"""The ask/tell loop: trials as asyncio tasks on worker slots, budgets, signals, mutation rounds.
+
+A trial's path: :meth:`TrialLoop._loop` starts :meth:`TrialLoop._trial` while there is room,
+which asks the study, waits for a worker slot (:class:`optimizer._slots.Slots`), runs the
+objective (:class:`optimizer._objective.Objective`) and tells the study how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from graders._base import Task
+from optimizer._budget import NOT_RUN, Budget, Spent, study_spent
+from optimizer._catalog import Catalog
+from optimizer._objective import Objective, Spend, worker_id
+from optimizer._prompts import PromptPool, mutation_round
+from optimizer._racing import ConfigRuns, best_config, study_runs
+from optimizer._slots import Slots
+from optimizer._space import SearchSpace
+from optimizer._summary import Status, TrialEnd
+from optimizer.providers import Router
+
+__all__ = ["TrialLoop"]
+
+SESSION_SAVE_EVERY = 10.0
+"""Seconds between saves of the running session's interval (a killed run loses at most this)."""
+MAX_CONSECUTIVE_FAILURES = 3
+SAMPLE_AHEAD_SHARE = 0.02
+"""The next trial is sampled ahead once sampling took over this share of a trial's run."""
+
+
+class TrialLoop:
+    """Runs the trials of a :class:`optimizer._study.Search` (its base class)."""
+
+    space: SearchSpace
+    tasks: tuple[Task, ...]
+    router: Router
+    catalog: Catalog
+    budget: Budget
+    workers: int
+    objective: Objective
+    observer: Callable[[Status], None] | None
+    _interrupt: str | None
+    _hard_stop: bool
+    _study: optuna.Study | None
+    _tasks: set[asyncio.Task[Any]]
+    _session: tuple[str, float]
+    _session_saved: float
+    _ends: list[TrialEnd]
+    _failures: int
+    _last_error: str
+    _slots: Slots
+    _sample_ahead: bool
+    _stopped_by: str
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, loop, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                continue
+            installed.append(sig)
+        return installed
+
+    def _on_signal(self, loop: asyncio.AbstractEventLoop, sig: signal.Signals) -> None:
+        first = self._interrupt is None
+        self._interrupt = self._interrupt or f"interrupt ({sig.name})"
+        if first and sig == signal.SIGINT:  # Ctrl-C: the running trials finish
+            if self._study is not None:
+                self._notify(
+                    self._study,
+                    self._slots.in_use,
+                    f"Ctrl-C: no new trial starts; running trials finish ({self._slots.in_use} "
+                    "now); Ctrl-C again stops at once and fails them",
+                )
+            return
+        self._hard_stop = True
+        loop.remove_signal_handler(sig)  # one more signal stops the process at once
+        for task in self._tasks:
+            task.cancel()
+
+    def _save_session(self, study: optuna.Study, *, every: float = 0.0) -> None:
+        """Stores this session's interval, if ``every`` seconds passed since the last time."""
+        key, start = self._session
+        now = time.time()
+        if now - self._session_saved >= every:
+            study.set_user_attr(key, [start, now])
+            self._session_saved = now
+
+    def _spent(self, study: optuna.Study) -> Spent:
+        return study_spent(study, session=self._session)
+
+    def _stop_reason(self, spent: Spent) -> str | None:
+        if self._interrupt:
+            return self._interrupt
+        if self._failures >= max(MAX_CONSECUTIVE_FAILURES, self.workers + 2):
+            return f"repeated failures ({self._failures} trials in a row; last: {self._last_error})"
+        return spent.exhausted(self.budget)
+
+    async def _loop(self, study: optuna.Study, pool: PromptPool) -> str:
+        """Keeps ``workers`` trials calling models, and one more sampled ahead when it pays.
+
+        When sampling a trial (asking, suggesting, writing its config) took over
+        :data:`SAMPLE_AHEAD_SHARE` of its model calls and grading, as with a fast endpoint
+        and many trials of TPE, the next trial is sampled while the running ones call
+        models, and waits for a worker slot. It is then sampled without the running
+        trials' scores (they count as constant liars, as with parallel workers), so with
+        slow trials, where sampling costs nothing, trials are sampled once a slot is free.
+        When a budget stops the search, a trial still waiting is marked failed: it never ran.
+        """
+        running: set[asyncio.Task[TrialEnd]] = set()
+        mutation: asyncio.Task[None] | None = None
+        stopped_by: str | None = None
+        self._notify(study, 0, "started")
+        while True:
+            spent = self._spent(study)  # once per turn: it reads every trial and study attr
+            stopped_by = stopped_by or self._stop_reason(spent)
+            if stopped_by is None and (mutation is None or mutation.done()):
+                mutation = self._maybe_mutate(study, pool)  # none once a budget is reached
+            while stopped_by is None and self._room(spent, running):
+                task = asyncio.create_task(self._trial(study, pool))
+                running.add(task)
+                self._tasks.add(task)
+            if stopped_by is not None and not self._stopped_by:
+                self._stopped_by = stopped_by
+                self._slots.close()  # a trial without a slot now never gets one
+            if not running:
+                break
+            timeout = None if stopped_by else self._time_left(spent)
+            done, _ = await asyncio.wait(
+                running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                running.discard(task)
+                self._tasks.discard(task)
+                if task.cancelled():
+                    continue
+                end = task.result()
+                self._ends.append(end)
+                self._failures = self._failures + 1 if end.state == TrialState.FAIL else 0
+                if end.state == TrialState.FAIL:
+                    self._last_error = end.detail
+                self._notify(study, self._slots.in_use, _describe(end))
+            if done:
+                await asyncio.to_thread(self._save_session, study, every=SESSION_SAVE_EVERY)
+        if mutation is not None and not mutation.done():
+            if self._interrupt:
+                mutation.cancel()
+            await asyncio.gather(mutation, return_exceptions=True)  # a round in flight ends
+        self._notify(study, 0, f"stopped by {stopped_by}")
+        return stopped_by or "nothing to do"
+
+    def _room(self, spent: Spent, running: set[asyncio.Task[TrialEnd]]) -> bool:
+        """Whether to start one more trial: for a free worker or ahead, within the budget."""
+        if len(running) >= self.workers + (1 if self._sample_ahead else 0):
+            return False
+        return self.budget.trials is None or spent.trials + len(running) < self.budget.trials
+
+    def _time_left(self, spent: Spent) -> float | None:
+        if self.budget.timeout is None:
+            return None
+        return max(0.05, self.budget.timeout - spent.elapsed)
+
+    def _maybe_mutate(self, study: optuna.Study, pool: PromptPool) -> asyncio.Task[None] | None:
+        mutation = self.space.mutation
+        if self._interrupt or not pool.mutation_due(mutation.every):
+            return None
+
+        async def mutate() -> None:
+            try:
+                generations = await mutation_round(
+                    study,
+                    pool,
+                    self.router,
+                    self.space.mutator_model,
+                    mutation.variants,
+                    task=self.tasks[0].prompt,
+                    temperature=mutation.temperature,
+                    max_tokens=mutation.max_tokens,
+                    catalog=self.catalog,
+                    function_name=self.tasks[0].function_name,
+                    allow_code=mutation.allow_code,
+                )
+            except Exception as error:  # the search goes on with the pool it has
+                self._notify(study, 0, f"mutation round failed: {type(error).__name__}: {error}")
+                return
+            made = ", ".join(f"{g.role} g{g.number} ({len(g.variants)} new)" for g in generations)
+            self._notify(study, 0, f"mutation round {pool.rounds}: {made or 'no new prompts'}")
+
+        task = asyncio.create_task(mutate())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _trial(self, study: optuna.Study, pool: PromptPool) -> TrialEnd:
+        started = time.perf_counter()
+        trial = _ask(study)  # on the loop: trials claim slots in the order of their numbers
+        claim = self._slots.claim()
+        spend = Spend()
+        try:
+            values = await self.objective(trial, pool, spend, slot=self._slot(claim, started))
+        except optuna.TrialPruned as pruned:
+            await asyncio.to_thread(study.tell, trial, state=TrialState.PRUNED)
+            return TrialEnd(trial.number, TrialState.PRUNED, detail=str(pruned))
+        except asyncio.CancelledError:
+            detail = f"{NOT_RUN} the search was stopped by {self._stopped_by}"
+            if self._hard_stop and self._interrupt:
+                detail = self._interrupt
+            _fail(study, trial, detail)
+            self._ends.append(TrialEnd(trial.number, TrialState.FAIL, detail=detail))
+            raise
+        except Exception as error:  # a failed trial must not end the search
+            detail = f"{type(error).__name__}: {error}"
+            await asyncio.to_thread(_fail, study, trial, detail)
+            return TrialEnd(trial.number, TrialState.FAIL, detail=detail)
+        finally:
+            self._slots.release(claim)
+        try:
+            await asyncio.to_thread(study.tell, trial, values)
+        except asyncio.CancelledError:  # the tell goes on in its thread
+            self._ends.append(TrialEnd(trial.number, TrialState.COMPLETE, tuple(values)))
+            raise
+        return TrialEnd(trial.number, TrialState.COMPLETE, tuple(values))
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, claim: asyncio.Future[None], started: float) -> AsyncIterator[None]:
+        """Waits for ``claim``'s worker slot and frees it at the end of the block.
+
+        The block's time against the sampling time before it (from ``started``) decides
+        whether the next trials are sampled ahead.
+
+        Raises:
+            asyncio.CancelledError: The search stopped before the claim got a slot.
+        """
+        sampling = time.perf_counter() - started
+        await claim
+        granted = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._slots.release(claim)
+            running = time.perf_counter() - granted
+            self._sample_ahead = sampling > SAMPLE_AHEAD_SHARE * running
+
+    def _notify(self, study: optuna.Study, running: int, message: str) -> None:
+        if self.observer is None:
+            return
+        leader = self._leader(study)
+        self.observer(
+            Status(
+                spent=self._spent(study),
+                budget=self.budget,
+                running=running,
+                best=None if leader is None else leader.mean,
+                best_trial=None if leader is None else min(leader.trials, default=None),
+                message=message,
+                incumbent=leader,
+            )
+        )
+
+    def _leader(self, study: optuna.Study) -> ConfigRuns | None:
+        """The best config over its pooled runs (see :func:`optimizer._racing.rank_key`)."""
+        return best_config(study_runs(study), self.space.racing.incumbent_runs)
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    """A new trial, owned by this process (its ``worker`` attr)."""
+    trial = study.ask()
+    trial.set_user_attr("worker", worker_id())
+    return trial
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, error: str) -> None:
+    """Marks ``trial`` failed with its ``error`` attr, unless it already finished."""
+    try:
+        trial.set_user_attr("error", error)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    except RuntimeError:  # finished meanwhile (a tell still running in its thread)
+        pass
+
+
+def _describe(end: TrialEnd) -> str:
+    if end.state == TrialState.COMPLETE:
+        values = ", ".join(f"{v:.4g}" for v in end.values)
+        return f"trial {end.number} finished: {values}"
+    if end.state == TrialState.PRUNED:
+        return f"trial {end.number} pruned: {end.detail}"
+    return f"trial {end.number} failed: {end.detail}"
