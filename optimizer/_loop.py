@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import signal
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from graders._base import Task
@@ -25,6 +27,8 @@ from optimizer._prompts import PromptPool, mutation_round
 from optimizer._racing import ConfigRuns, best_config, study_runs
 from optimizer._slots import Slots
 from optimizer._space import SearchSpace
+from optimizer._stale import Heartbeats, fail_stale_trials, heartbeat_storage, may_finish
+from optimizer._storage import storage_lock
 from optimizer._summary import Status, TrialEnd
 from optimizer.providers import Router
 
@@ -35,12 +39,17 @@ SESSION_SAVE_EVERY = 10.0
 MAX_CONSECUTIVE_FAILURES = 3
 SAMPLE_AHEAD_SHARE = 0.02
 """The next trial is sampled ahead once sampling took over this share of a trial's run."""
+STALE_CHECK_EVERY = 5.0
+"""Seconds between checks for trials of dead workers (the heartbeat interval, if longer)."""
+WAIT_STEP = 1.0
+"""Seconds between looks at the study while other processes' trials hold the trials budget."""
 
 
 class TrialLoop:
     """Runs the trials of a :class:`optimizer._study.Search` (its base class)."""
 
     space: SearchSpace
+    storage: BaseStorage
     tasks: tuple[Task, ...]
     router: Router
     catalog: Catalog
@@ -60,6 +69,10 @@ class TrialLoop:
     _slots: Slots
     _sample_ahead: bool
     _stopped_by: str
+    _full_until: float
+    _heartbeats: Heartbeats
+    _stale: list[int]
+    _stale_due: float
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
         installed = []
@@ -117,11 +130,15 @@ class TrialLoop:
         slow trials, where sampling costs nothing, trials are sampled once a slot is free.
         When a budget stops the search, a trial still waiting is marked failed: it never ran.
         """
-        running: set[asyncio.Task[TrialEnd]] = set()
+        running: set[asyncio.Task[TrialEnd | None]] = set()
         mutation: asyncio.Task[None] | None = None
         stopped_by: str | None = None
+        waiting = False
         self._notify(study, 0, "started")
+        self._stale_due = time.monotonic() + self._stale_every()
         while True:
+            if time.monotonic() >= self._stale_due:
+                await self._fail_stale(study)
             spent = self._spent(study)  # once per turn: it reads every trial and study attr
             stopped_by = stopped_by or self._stop_reason(spent)
             if stopped_by is None and (mutation is None or mutation.done()):
@@ -133,8 +150,15 @@ class TrialLoop:
             if stopped_by is not None and not self._stopped_by:
                 self._stopped_by = stopped_by
                 self._slots.close()  # a trial without a slot now never gets one
-            if not running:
+            if not running and stopped_by is not None:
                 break
+            if not running:  # other processes' running trials hold the rest of the budget
+                if not waiting:
+                    self._notify(study, 0, "waiting: other workers' trials hold the budget")
+                waiting = True
+                await asyncio.sleep(WAIT_STEP)
+                continue
+            waiting = False
             timeout = None if stopped_by else self._time_left(spent)
             done, _ = await asyncio.wait(
                 running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -145,6 +169,9 @@ class TrialLoop:
                 if task.cancelled():
                     continue
                 end = task.result()
+                if end is None:  # other processes' trials hold the rest of the budget
+                    self._full_until = time.monotonic() + WAIT_STEP
+                    continue
                 self._ends.append(end)
                 self._failures = self._failures + 1 if end.state == TrialState.FAIL else 0
                 if end.state == TrialState.FAIL:
@@ -159,11 +186,31 @@ class TrialLoop:
         self._notify(study, 0, f"stopped by {stopped_by}")
         return stopped_by or "nothing to do"
 
-    def _room(self, spent: Spent, running: set[asyncio.Task[TrialEnd]]) -> bool:
-        """Whether to start one more trial: for a free worker or ahead, within the budget."""
+    def _room(self, spent: Spent, running: set[asyncio.Task[TrialEnd | None]]) -> bool:
+        """Whether to start one more trial: for a free worker or ahead, within the budget.
+
+        Trials running in other processes also count against the trials budget: once
+        :meth:`_ask` found it taken, no trial starts for :data:`WAIT_STEP` seconds.
+        """
         if len(running) >= self.workers + (1 if self._sample_ahead else 0):
             return False
+        if time.monotonic() < self._full_until:
+            return False
         return self.budget.trials is None or spent.trials + len(running) < self.budget.trials
+
+    def _stale_every(self) -> float:
+        beats = heartbeat_storage(self.storage)
+        interval = 0 if beats is None else beats.heartbeat_interval or 0
+        return max(STALE_CHECK_EVERY, float(interval))
+
+    async def _fail_stale(self, study: optuna.Study) -> None:
+        """Fails the trials of dead workers (retried once with heartbeats; see optimizer._stale)."""
+        found = await asyncio.to_thread(fail_stale_trials, study)
+        self._stale_due = time.monotonic() + self._stale_every()
+        if found:
+            self._stale += found
+            listed = ", ".join(map(str, found))
+            self._notify(study, self._slots.in_use, f"trials of dead workers failed: {listed}")
 
     def _time_left(self, spent: Spent) -> float | None:
         if self.budget.timeout is None:
@@ -201,9 +248,42 @@ class TrialLoop:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _trial(self, study: optuna.Study, pool: PromptPool) -> TrialEnd:
+    async def _trial(self, study: optuna.Study, pool: PromptPool) -> TrialEnd | None:
+        """Runs one new trial; None if other processes took the rest of the trials budget."""
         started = time.perf_counter()
-        trial = _ask(study)  # on the loop: trials claim slots in the order of their numbers
+        trial = self._ask(study)  # on the loop: trials claim slots in the order of their numbers
+        if trial is None:
+            return None
+        try:
+            return await self._run(study, pool, trial, started)
+        finally:
+            self._heartbeats.discard(trial._trial_id)
+
+    def _ask(self, study: optuna.Study) -> optuna.Trial | None:
+        """A new trial of this process, or None once the trials budget is taken.
+
+        Under the storage's cross-process lock, the trials running in every process count
+        against the budget with the finished ones (as Optuna's ``MaxTrialsCallback`` counts,
+        but in one step with the ask), so workers started at once never overshoot it. A
+        running trial whose worker cannot be watched (another host, without heartbeats) is
+        not counted (see :func:`optimizer._stale.may_finish`).
+        """
+        if self.budget.trials is None:
+            trial = _ask(study)
+        else:
+            beats = heartbeat_storage(self.storage) is not None
+            with storage_lock(self.storage)():
+                counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+                trials = study.get_trials(deepcopy=False, states=counted)
+                if sum(may_finish(t, heartbeats=beats) for t in trials) >= self.budget.trials:
+                    return None
+                trial = _ask(study)
+        self._heartbeats.add(trial._trial_id)
+        return trial
+
+    async def _run(
+        self, study: optuna.Study, pool: PromptPool, trial: optuna.Trial, started: float
+    ) -> TrialEnd:
         claim = self._slots.claim()
         spend = Spend()
         try:
@@ -274,7 +354,9 @@ class TrialLoop:
 
 def _ask(study: optuna.Study) -> optuna.Trial:
     """A new trial, owned by this process (its ``worker`` attr)."""
-    trial = study.ask()
+    with warnings.catch_warnings():  # our heartbeats are recorded by optimizer._stale
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
+        trial = study.ask()
     trial.set_user_attr("worker", worker_id())
     return trial
 

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -203,6 +204,7 @@ def open_storage(
     *,
     runs_dir: Path = DEFAULT_RUNS_DIR,
     create: bool = True,
+    heartbeat: tuple[int, int] | None = None,
 ) -> BaseStorage:
     """Opens the storage of ``study_name``.
 
@@ -216,6 +218,8 @@ def open_storage(
         storage_url: ``--storage``, or None for the default journal.
         runs_dir: Parent of the per-study directories.
         create: Create a missing journal file; if False, a missing file raises.
+        heartbeat: For an RDB storage: the heartbeat interval and the grace period in
+            seconds (Optuna's heartbeats; see :mod:`optimizer._stale`). Journals have none.
 
     Raises:
         StorageError: Unknown URL form, a missing database driver, or a failed connection.
@@ -240,7 +244,7 @@ def open_storage(
             "postgresql://...) nor a journal file (journal:PATH or a path ending in .log)"
         )
     try:
-        rdb = _rdb_storage(storage_url)
+        rdb = _rdb_storage(storage_url, heartbeat)
     except ImportError as error:
         postgres = storage_url.startswith("postgres") or "psycopg" in str(error)
         hint = "psycopg (pip install 'moa-optimizer[postgres]')" if postgres else str(error)
@@ -255,7 +259,7 @@ def open_storage(
 _SCHEMA_LOCK = 0x6D6F6173  # "moas": creating Optuna's tables on PostgreSQL
 
 
-def _rdb_storage(url: str) -> RDBStorage:
+def _rdb_storage(url: str, heartbeat: tuple[int, int] | None = None) -> RDBStorage:
     """Optuna's RDB storage on ``url``; on PostgreSQL its tables are made by one worker at a time.
 
     Optuna creates missing tables when a storage opens; two workers doing so at the same
@@ -263,8 +267,15 @@ def _rdb_storage(url: str) -> RDBStorage:
     ``pg_type_typname_nsp_index``). A session-level advisory lock held while the storage
     opens makes later workers wait, then find the tables made.
     """
+
+    def rdb() -> RDBStorage:
+        interval, grace = heartbeat if heartbeat is not None else (None, None)
+        with warnings.catch_warnings():  # heartbeat_interval is an experimental argument
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=interval, grace_period=grace)
+
     if not url.startswith("postgres"):
-        return RDBStorage(url)
+        return rdb()
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -274,7 +285,7 @@ def _rdb_storage(url: str) -> RDBStorage:
             key = {"k": _SCHEMA_LOCK}
             connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), key)
             try:
-                return RDBStorage(url)
+                return rdb()
             finally:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), key)
     finally:

@@ -80,7 +80,7 @@ from optimizer._setup import (
 from optimizer._slots import Slots
 from optimizer._space import SearchSpace
 from optimizer._split import Split
-from optimizer._stale import fail_stale_trials
+from optimizer._stale import Heartbeats, fail_stale_trials
 from optimizer._summary import (
     SearchSummary,
     Status,
@@ -286,6 +286,10 @@ class Search(SearchSetup, TrialLoop):
         self._slots = Slots(workers)
         self._sample_ahead = False
         self._stopped_by = ""
+        self._full_until = 0.0
+        self._heartbeats = Heartbeats(storage)
+        self._stale: list[int] = []
+        self._stale_due = 0.0
 
     # -- running -------------------------------------------------------------------------
 
@@ -297,7 +301,7 @@ class Search(SearchSetup, TrialLoop):
         self.router.check(models)
         study = self.open_study()
         self._study = study
-        stale = fail_stale_trials(study)
+        self._stale = fail_stale_trials(study)
         pool = PromptPool(study)
         pool.ensure_seeds(self.space.seed_prompts())
         self.enqueue_baselines(study, pool)
@@ -306,7 +310,8 @@ class Search(SearchSetup, TrialLoop):
         loop = asyncio.get_running_loop()
         handled = self._install_signals(loop)
         try:
-            stopped_by = await self._loop(study, pool)
+            with self._heartbeats:
+                stopped_by = await self._loop(study, pool)
             confirmations: list[Confirmation] = []
             if not self._interrupt and self.confirm_repeats > 0:
                 confirmations = await self._confirm(study)
@@ -316,7 +321,7 @@ class Search(SearchSetup, TrialLoop):
             for sig in handled:
                 loop.remove_signal_handler(sig)
             self._save_session(study)
-        return self._summary(study, stopped_by, tuple(stale), confirmations)
+        return self._summary(study, stopped_by, tuple(self._stale), confirmations)
 
     # -- confirm and summary -------------------------------------------------------------
 

@@ -70,7 +70,8 @@ class SearchSummary:
         stopped_by: What stopped it (a budget, an interrupt, repeated failures).
         spent: What the study has used in total.
         session_trials: Trials this session ran, in the order they ended.
-        stale: Trials a killed process had left running, marked failed at start.
+        stale: Trials a dead worker had left running, marked failed by this session (with
+            heartbeats each is retried once).
         best: The first trial of the best config (the incumbent: the highest lower bound
             over its pooled runs, among those with enough runs), or None.
         best_config: Its config.

@@ -26,6 +26,7 @@ from optimizer._instances import PRUNERS, InstanceSampling
 from optimizer._objective import parse_objectives
 from optimizer._space import SearchSpace, load_space, space_task_location, task_and_grader
 from optimizer._split import SPLIT_ATTR, Split, choose_split, split_tasks, stored_attr
+from optimizer._stale import heartbeat_storage
 from optimizer._storage import DEFAULT_RUNS_DIR, open_storage
 from optimizer._study import (
     SAMPLERS,
@@ -51,6 +52,7 @@ from optimizer.cli._common import (
 __all__ = [
     "DEFAULT_BASELINE",
     "DEFAULT_CONFIRM_REPEATS",
+    "DEFAULT_HEARTBEAT",
     "DEFAULT_SPACE",
     "DEFAULT_STUDY",
     "DEFAULT_TRIALS",
@@ -63,6 +65,8 @@ DEFAULT_BASELINE = _SPACES / "baselines" / "workshop-default.json"
 DEFAULT_STUDY = "challenge"
 DEFAULT_TRIALS = 10
 DEFAULT_CONFIRM_REPEATS = 6
+DEFAULT_HEARTBEAT = (30, 120)
+"""Seconds between a worker's heartbeats, and without one before its trial counts as lost."""
 """The confirm stage tops the 3 best configs up to this many runs (about a fifth of the runs
 of a 40-trial search with racing)."""
 
@@ -96,6 +100,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="URL",
         help="Optuna storage URL (default: journal file runs/<study>/journal.log); "
         "postgresql://... lets workers on several machines join one study",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=positive_int,
+        metavar="S",
+        help="with a database --storage: each worker records a heartbeat of its running trials "
+        f"every S seconds (default {DEFAULT_HEARTBEAT[0]})",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=positive_int,
+        metavar="S",
+        help="with a database --storage: a running trial with no heartbeat for S seconds (its "
+        "worker died, on any host) is failed by the other workers and retried once "
+        f"(default {DEFAULT_HEARTBEAT[1]})",
     )
     budget = parser.add_argument_group("budgets (each counts what the study already spent)")
     budget.add_argument("--trials", type=positive_int, metavar="N", help="finished trials")
@@ -219,6 +238,22 @@ def budget_from(args: argparse.Namespace) -> Budget:
     return budget
 
 
+def heartbeat_from(args: argparse.Namespace) -> tuple[int, int]:
+    """``--heartbeat-interval`` and ``--grace-period``, defaults filled in.
+
+    Raises:
+        UserError: The grace period is not longer than the interval.
+    """
+    interval = args.heartbeat_interval or DEFAULT_HEARTBEAT[0]
+    grace = args.grace_period or max(DEFAULT_HEARTBEAT[1], 2 * interval)
+    if grace <= interval:
+        raise UserError(
+            f"--grace-period: must be longer than the heartbeat interval ({interval} s), "
+            f"got {grace}"
+        )
+    return interval, grace
+
+
 def baselines_from(args: argparse.Namespace) -> list[tuple[str, MoAConfig]]:
     """The workshop default plus each ``--baseline`` file, named by file name."""
     files = [DEFAULT_BASELINE, *args.baseline]
@@ -249,7 +284,17 @@ def handle(args: argparse.Namespace) -> int:
     location = space_task_location(space, str(args.space))
     check_task(tasks, grader, location)
     name = study_name(args)
-    storage = open_storage(name, args.storage)
+    storage = open_storage(name, args.storage, heartbeat=heartbeat_from(args))
+    if heartbeat_storage(storage) is None:
+        for flag, value in (
+            ("--heartbeat-interval", args.heartbeat_interval),
+            ("--grace-period", args.grace_period),
+        ):
+            if value is not None:
+                raise UserError(
+                    f"{flag}: only with a database --storage (postgresql://..., sqlite:///...); "
+                    "a journal file finds dead workers by their pid on its own host"
+                )
     search_tasks, split, sampling = suite_setup(args, tasks, location, storage, name, objectives)
     baselines = baselines_from(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -426,8 +471,7 @@ def summary_lines(summary: SearchSummary) -> list[str]:
     ]
     if summary.stale:
         lines.append(
-            "Marked failed on resume (their process had died): trials "
-            + ", ".join(map(str, summary.stale))
+            "Marked failed (their worker had died): trials " + ", ".join(map(str, summary.stale))
         )
     if summary.failures:
         lines.append("Most trials scored the same low score; the grader said why:")
