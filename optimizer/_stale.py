@@ -62,10 +62,11 @@ def _worker(trial: FrozenTrial) -> str:
 def _stale_cause(trial: FrozenTrial, host: str, now: datetime, lost: set[int]) -> str | None:
     """Why ``trial`` is stale, or None if its worker may still be running it."""
     worker = trial.user_attrs.get("worker")
-    if isinstance(worker, dict):
-        if worker.get("host") == host and not _pid_alive(int(worker.get("pid", 0))):
-            return f"interrupted: its process died (worker {_worker(trial)})"
-    elif now - (trial.datetime_start or now) > _STALE_UNOWNED:
+    if isinstance(worker, dict) and worker.get("host") == host:  # its pid says it all
+        if _pid_alive(int(worker.get("pid", 0))):
+            return None
+        return f"interrupted: its process died (worker {_worker(trial)})"
+    if not isinstance(worker, dict) and now - (trial.datetime_start or now) > _STALE_UNOWNED:
         return "interrupted: its process died (no worker recorded)"
     if trial._trial_id in lost:
         return f"heartbeat lost (worker {_worker(trial)})"

@@ -16,54 +16,45 @@ from optimizer._storage import open_storage
 GRACE = 1
 
 
-def stale_study(tmp_path: Path) -> tuple[optuna.Study, optuna.Trial, optuna.Trial]:
-    """A study with a trial of a worker on another host and one of this process, both beating.
-
-    Then the grace period passes with no more heartbeats of the first; the second beats on.
-    """
-    storage = open_storage("s", f"sqlite:///{tmp_path / 's.db'}", heartbeat=(1, GRACE))
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    study.enqueue_trial({"x": 0.5}, user_attrs={"baseline": "workshop-default"})
-    far = study.ask()
-    far.suggest_float("x", 0.0, 1.0)
-    far.set_user_attr("worker", {"host": "far-host", "pid": 4242})
-    far.set_user_attr("tokens", 99)
-    near = study.ask()
-    near.set_user_attr("worker", worker_id())
-    beats = Heartbeats(storage)
-    with beats:
-        beats.add(far._trial_id)
-        beats.add(near._trial_id)
-        beats.discard(far._trial_id)  # its worker dies: no more heartbeats
-        time.sleep(GRACE + 2.5)  # the grace period passes (the database clock counts seconds)
-    beats.add(near._trial_id)  # this process's trial is alive and beats again
-    return study, far, near
-
-
 def test_a_trial_without_heartbeats_is_failed_with_its_cause_and_retried_once(
     tmp_path: Path,
 ) -> None:
-    study, far, near = stale_study(tmp_path)
-    assert fail_stale_trials(study) == [far.number]
+    storage = open_storage("s", f"sqlite:///{tmp_path / 's.db'}", heartbeat=(1, GRACE))
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.enqueue_trial({"x": 0.5}, user_attrs={"baseline": "workshop-default"})
+    far = study.ask()  # its worker on another host dies after one heartbeat
+    far.suggest_float("x", 0.0, 1.0)
+    far.set_user_attr("worker", {"host": "far-host", "pid": 4242})
+    far.set_user_attr("tokens", 99)
+    beating = study.ask()  # its worker on another host lives: heartbeats every second
+    beating.set_user_attr("worker", {"host": "far-host", "pid": 4343})
+    near = study.ask()  # this process: one heartbeat, but its pid is alive
+    near.set_user_attr("worker", worker_id())
+    with Heartbeats(storage) as beats:
+        for trial in (far, beating, near):
+            beats.add(trial._trial_id)
+        beats.discard(far._trial_id)
+        beats.discard(near._trial_id)
+        time.sleep(GRACE + 2.5)  # the grace period passes (the database clock counts seconds)
+        assert fail_stale_trials(study) == [far.number]
     trials = study.trials
     assert trials[far.number].state == TrialState.FAIL
     assert trials[far.number].user_attrs["error"] == "heartbeat lost (worker far-host:4242)"
-    assert trials[near.number].state == TrialState.RUNNING
+    assert trials[beating.number].state == TrialState.RUNNING
+    assert trials[near.number].state == TrialState.RUNNING  # never stale while its pid lives
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     assert retry.params == {"x": 0.5}
     assert retry.distributions == {"x": FloatDistribution(0.0, 1.0)}
     # the attrs it was queued with stay; what the dead run wrote is made again
     assert retry.user_attrs == {"baseline": "workshop-default", RETRY_OF_ATTR: far.number}
-    assert fail_stale_trials(study) == []  # found once
 
     again = study.ask()  # the retry is asked next, and its worker dies too
     assert again.number == retry.number and again.params == {"x": 0.5}
-    again.set_user_attr("worker", {"host": "far-host", "pid": 4343})
+    again.set_user_attr("worker", {"host": "far-host", "pid": 4444})
     study._storage.record_heartbeat(again._trial_id)
     time.sleep(GRACE + 2.5)
-    study._storage.record_heartbeat(near._trial_id)
-    assert fail_stale_trials(study) == [again.number]
-    assert not study.get_trials(states=(TrialState.WAITING,))  # retried once only
+    assert sorted(fail_stale_trials(study)) == [beating.number, again.number]
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 1  # beating's; not again's
 
 
 def test_without_heartbeats_another_hosts_trial_is_left_alone_and_not_counted(
