@@ -65,10 +65,10 @@ DEFAULT_BASELINE = _SPACES / "baselines" / "workshop-default.json"
 DEFAULT_STUDY = "challenge"
 DEFAULT_TRIALS = 10
 DEFAULT_CONFIRM_REPEATS = 6
-DEFAULT_HEARTBEAT = (30, 120)
-"""Seconds between a worker's heartbeats, and without one before its trial counts as lost."""
 """The confirm stage tops the 3 best configs up to this many runs (about a fifth of the runs
 of a 40-trial search with racing)."""
+DEFAULT_HEARTBEAT = (30, 120)
+"""Seconds between a worker's heartbeats, and without one before its trial counts as lost."""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -278,13 +278,14 @@ def handle(args: argparse.Namespace) -> int:
         objectives = parse_objectives(args.objectives)
     except ValueError as error:
         raise UserError(f"--objectives: {error}") from None
+    heartbeat = heartbeat_from(args)
     space = prepare_space(args)
     tasks, grader = task_and_grader(space, str(args.space))
     require_sandbox(grader)
     location = space_task_location(space, str(args.space))
     check_task(tasks, grader, location)
     name = study_name(args)
-    storage = open_storage(name, args.storage, heartbeat=heartbeat_from(args))
+    storage = open_storage(name, args.storage, heartbeat=heartbeat)
     if heartbeat_storage(storage) is None:
         for flag, value in (
             ("--heartbeat-interval", args.heartbeat_interval),
