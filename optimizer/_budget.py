@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optimizer._confirm import FRESH_ATTR
+from optimizer._best import FRESH_ATTR
 from optimizer._prompts import MUTATION_SPEND_PREFIX
 from optimizer._racing import RUNS_ATTR
 

@@ -1,140 +1,262 @@
-"""The best config of a study, and the fresh runs that say what to expect of it.
+"""The confirm stage: choose among the top configs, then run the chosen one on fresh seeds.
 
-Whatever chooses the best config from its runs also flatters it: of many noisy configs, the
-one whose runs came out highest wins, so those same runs overstate it (the winner's curse).
-The confirm stage therefore works in two steps:
+Once a budget stops the search (:meth:`ConfirmStage._confirm`):
 
-1. **Choose.** The top configs by pooled mean are topped up to ``--confirm-repeats`` runs and
-   the one with the highest lower bound is chosen (study user attr ``best``).
-2. **Confirm.** The chosen config runs ``--confirm-repeats`` *fresh* runs, with repeat indices
-   (and so seeds) from :data:`FRESH_FIRST_REPEAT` on. They are stored apart, as study user
-   attrs ``fresh:<config key>:<first repeat>``, are never pooled with the search's runs and
-   never choose anything, so their mean is an unbiased estimate of what the config scores.
-
-The interval reported for the best config comes from its fresh runs only: a two-sided 95%
-Student's t interval, its spread shrunk toward the study's pooled within-config spread.
+1. **Choose.** The ``confirm_top`` configs with the best pooled means are topped up to
+   ``confirm_repeats`` runs each (stored as ``runs:<key>:<first>`` study attrs, pooled like
+   every search run) and the one with the highest lower bound is chosen (the ``best`` attr).
+2. **Confirm.** The chosen config runs ``confirm_repeats`` fresh times
+   (:meth:`ConfirmStage._fresh`), stored apart as ``fresh:<key>:<first>``; what they mean
+   is in :mod:`optimizer._best`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
 
-from optimizer._racing import ConfigRuns, best_config, study_runs
+from graders._base import Task
+from optimizer._best import BEST_ATTR, FRESH_ATTR, FRESH_FIRST_REPEAT, fresh_runs
+from optimizer._catalog import Catalog
+from optimizer._config import config_from_dict
+from optimizer._evaluate import evaluate, write_transcript
+from optimizer._objective import Objective, transcript_path
+from optimizer._racing import RUNS_ATTR, ConfigRuns, rank_key, study_runs
+from optimizer._space import SearchSpace
+from optimizer.providers import Router
 
-__all__ = [
-    "BEST_ATTR",
-    "FRESH_ATTR",
-    "FRESH_FIRST_REPEAT",
-    "BestRuns",
-    "fresh_runs",
-    "study_best",
-]
-
-FRESH_ATTR = "fresh"
-"""Study user attrs ``fresh:<config key>:<first repeat>``: the chosen config's fresh runs."""
-
-BEST_ATTR = "best"
-"""Study user attr naming the config the last confirm stage chose: ``{"config_key": ...}``."""
-
-FRESH_FIRST_REPEAT = 1_000_000
-"""Fresh runs use repeat indices (and so seeds) from here on, apart from every search run."""
+__all__ = ["ConfirmStage", "Confirmation"]
 
 
 @dataclass(frozen=True)
-class BestRuns:
-    """The best config of a study and its runs.
+class Confirmation:
+    """A top config after the confirm stage topped its pooled runs up.
 
     Attributes:
-        search: Its pooled search runs (trials, racing, the confirm stage's top-ups). They
-            chose it, so their mean is optimistic.
-        fresh: Its fresh runs, made after it was chosen, or None before a confirm stage.
+        number: The first trial that ran the config.
+        repeats: Runs of the config (every trial's, racing's and the confirm stage's).
+        scores: Score of each run.
+        mean: Mean score.
+        std: Sample standard deviation.
+        lcb: One-sided 95% lower confidence bound of the mean (Student's t).
+        max_rate: Share of runs that earned every point.
+        max_score: Points a run can earn.
+        tokens: Tokens the confirm stage spent on this config (every session).
+        cost: Its estimated US dollars.
+        config_key: The config's key (see :func:`optimizer._racing.config_key`).
+        ucb: One-sided 95% upper confidence bound (with ``lcb``, a 90% interval).
     """
 
-    search: ConfigRuns
-    fresh: ConfigRuns | None
+    number: int
+    repeats: int
+    scores: tuple[float, ...]
+    mean: float
+    std: float
+    lcb: float
+    max_rate: float
+    max_score: float
+    tokens: int
+    cost: float
+    config_key: str = ""
+    ucb: float = 0.0
 
-    @property
-    def trial(self) -> int:
-        """The first trial that ran the config."""
-        return min(self.search.trials, default=0)
-
-    @property
-    def confirmed(self) -> bool:
-        """Whether fresh runs back the reported figures."""
-        return self.fresh is not None
-
-    @property
-    def runs(self) -> ConfigRuns:
-        """The runs to report: the fresh ones once there are, else the search's."""
-        return self.fresh if self.fresh is not None else self.search
-
-    @property
-    def best_single_run(self) -> float:
-        """The best single run of the config, fresh or not."""
-        return max(self.search.best, self.fresh.best if self.fresh else 0.0)
-
-    def stats(self) -> dict[str, Any]:
-        """The reported statistics (fresh runs once confirmed), the search's beside them."""
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON form."""
         return {
-            "trial": self.trial,
-            "confirmed": self.confirmed,
-            **self.runs.stats(),
-            "best_single_run": self.best_single_run,
-            "search": self.search.stats(),
+            "config_key": self.config_key,
+            "ucb": self.ucb,
+            "number": self.number,
+            "repeats": self.repeats,
+            "scores": list(self.scores),
+            "mean": self.mean,
+            "std": self.std,
+            "lcb": self.lcb,
+            "max_rate": self.max_rate,
+            "max_score": self.max_score,
+            "tokens": self.tokens,
+            "cost": self.cost,
         }
 
-    def lines(self) -> list[str]:
-        """What a reader needs, in a few sentences: the interval, where it comes from."""
-        runs, top = self.runs, f"/{self.search.max_score:g}" if self.search.max_score else ""
-        low, high = runs.interval
-        pooled = ", ".join(map(str, self.search.trials))
-        figures = (
-            f"mean {runs.mean:.4g}{top}, std {runs.std:.3g}, 95% interval [{low:.4g}, {high:.4g}]"
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Confirmation:
+        """Builds it from the stored JSON form."""
+        return cls(
+            number=int(data["number"]),
+            repeats=int(data["repeats"]),
+            scores=tuple(float(s) for s in data["scores"]),
+            mean=float(data["mean"]),
+            std=float(data["std"]),
+            lcb=float(data["lcb"]),
+            max_rate=float(data["max_rate"]),
+            max_score=float(data["max_score"]),
+            tokens=int(data["tokens"]),
+            cost=float(data["cost"]),
+            config_key=str(data.get("config_key", "")),
+            ucb=float(data.get("ucb", 0.0)),
         )
-        if self.fresh is not None:
-            found = (
-                f"The {self.search.n} search runs that chose it: mean {self.search.mean:.4g}, "
-                f"std {self.search.std:.3g} (optimistic: they made it the winner)."
-            )
-            first = f"Confirmed on {runs.n} fresh runs after it was chosen: {figures}."
-        else:
-            found = "Not confirmed on fresh runs yet: these runs chose it, so expect less."
-            first = f"Its {runs.n} search runs: {figures}."
-        return [
-            f"Best config: trial {self.trial} (runs pooled over trials {pooled}).",
-            first,
-            found,
-            f"Best single run {self.best_single_run:.4g}{top}: one draw, not what to expect.",
+
+
+class ConfirmStage:
+    """The confirm stage of a :class:`optimizer._study.Search` (its base class)."""
+
+    space: SearchSpace
+    tasks: tuple[Task, ...]
+    router: Router
+    catalog: Catalog
+    workers: int
+    seed: int | None
+    objectives: tuple[str, ...]
+    objective: Objective
+    study_dir: Path
+    confirm_repeats: int
+    confirm_top: int
+    _interrupt: str | None
+    _tasks: set[asyncio.Task[Any]]
+
+    def _notify(self, study: optuna.Study, running: int, message: str) -> None:
+        raise NotImplementedError  # the search's progress report (optimizer/_loop.py)
+
+    def _candidates(self, study: optuna.Study) -> list[ConfigRuns]:
+        """The configs the confirm stage tops up: the ``confirm_top`` best pooled means.
+
+        In a multi-objective study, only configs of trials on the Pareto front.
+        """
+        pools = list(study_runs(study).values())
+        if len(self.objectives) > 1:
+            front = {t.number for t in study.best_trials}
+            pools = [p for p in pools if front.intersection(p.trials)]
+        # optimistic: the best means get the runs that tell them apart (racing already gave
+        # a config that came close to the incumbent its runs, so a lone lucky run is rare here)
+        ranked = sorted(pools, key=lambda p: (-p.mean, -p.n, min(p.trials)))
+        return ranked[: self.confirm_top]
+
+    async def _confirm(self, study: optuna.Study) -> list[Confirmation]:
+        gate = asyncio.Semaphore(self.workers)
+        seed = self.seed or 0
+
+        async def one(runs: ConfigRuns) -> None:
+            missing = self.confirm_repeats - runs.n
+            if missing <= 0:
+                return
+            number = min(runs.trials)
+            config = config_from_dict(runs.config, f"trial {number}")
+            async with gate:
+                self._notify(study, 0, f"confirming the config of trial {number}")
+                first = self.objective.reserve(runs, missing)
+                try:
+                    evaluation = await evaluate(
+                        config,
+                        self.tasks,
+                        self.router,
+                        self.objective.grader,
+                        repeats=missing,
+                        seed=seed,
+                        first=first,
+                        catalog=self.catalog,
+                    )
+                except Exception as error:  # report the others
+                    self._notify(study, 0, f"confirming trial {number} failed: {error}")
+                    return
+            path = transcript_path(self.study_dir, number)
+            write_transcript(path.with_name(f"{number}-confirm-{first}.jsonl"), evaluation)
+            record = {
+                "config": runs.config,
+                "repeats": list(evaluation.repeat_indices),
+                "scores": list(evaluation.scores),
+                "max_score": evaluation.max_score,
+                "tokens": evaluation.prompt_tokens + evaluation.completion_tokens,
+                "cost": evaluation.cost,
+            }
+            await asyncio.to_thread(study.set_user_attr, f"{RUNS_ATTR}:{runs.key}:{first}", record)
+
+        candidates = self._candidates(study)
+        tasks = [asyncio.create_task(one(c)) for c in candidates]
+        self._tasks.update(tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.difference_update(tasks)
+        pools = study_runs(study)
+        spend = _confirm_spend(study)
+        found = [
+            _confirmation(pools[c.key], spend.get(c.key, (0, 0.0)))
+            for c in candidates
+            if c.key in pools
         ]
+        runs = self.space.racing.incumbent_runs
+        found.sort(key=lambda c: rank_key(pools[c.config_key], runs), reverse=True)
+        if found and len(self.objectives) == 1 and not self._interrupt:
+            chosen = pools[found[0].config_key]
+            await asyncio.to_thread(study.set_user_attr, BEST_ATTR, {"config_key": chosen.key})
+            await self._fresh(study, chosen)
+        return found
+
+    async def _fresh(self, study: optuna.Study, chosen: ConfigRuns) -> None:
+        """Runs the chosen config ``confirm_repeats`` fresh times (see optimizer/_confirm.py)."""
+        known = fresh_runs(study, chosen)
+        first = max(FRESH_FIRST_REPEAT, known.next_repeat() if known else 0)
+        number = min(chosen.trials)
+        self._notify(study, 0, f"confirming trial {number}'s config on fresh runs")
+        try:
+            evaluation = await evaluate(
+                config_from_dict(chosen.config, f"trial {number}"),
+                self.tasks,
+                self.router,
+                self.objective.grader,
+                repeats=self.confirm_repeats,
+                seed=self.seed or 0,
+                first=first,
+                catalog=self.catalog,
+            )
+        except Exception as error:  # the summary says it is not confirmed
+            self._notify(study, 0, f"confirming trial {number} on fresh runs failed: {error}")
+            return
+        path = transcript_path(self.study_dir, number)
+        write_transcript(path.with_name(f"{number}-fresh-{first}.jsonl"), evaluation)
+        record = {
+            "config": chosen.config,
+            "repeats": list(evaluation.repeat_indices),
+            "scores": list(evaluation.scores),
+            "max_score": evaluation.max_score,
+            "tokens": evaluation.prompt_tokens + evaluation.completion_tokens,
+            "cost": evaluation.cost,
+        }
+        await asyncio.to_thread(study.set_user_attr, f"{FRESH_ATTR}:{chosen.key}:{first}", record)
 
 
-def fresh_runs(study: optuna.Study, search: ConfigRuns) -> ConfigRuns | None:
-    """The fresh runs of ``search``'s config, or None if it has none."""
-    repeats: list[int] = []
-    scores: list[float] = []
-    prefix = f"{FRESH_ATTR}:{search.key}:"
-    for name, value in sorted(study.user_attrs.items()):
-        if name.startswith(prefix) and isinstance(value, dict):
-            repeats += [int(r) for r in value.get("repeats", [])]
-            scores += [float(s) for s in value.get("scores", [])]
-    if not scores or len(repeats) != len(scores):
-        return None
-    return replace(search, repeats=(), scores=()).with_runs(repeats, scores)
+def _confirm_spend(study: optuna.Study) -> dict[str, tuple[int, float]]:
+    """Tokens and cost of the confirm stage's runs, by config key."""
+    spend: dict[str, tuple[int, float]] = {}
+    for name, value in study.user_attrs.items():
+        parts = name.split(":")
+        if len(parts) == 3 and parts[0] == RUNS_ATTR and isinstance(value, dict):
+            tokens, cost = spend.get(parts[1], (0, 0.0))
+            spend[parts[1]] = (
+                tokens + int(_number(value, "tokens")),
+                cost + _number(value, "cost"),
+            )
+    return spend
 
 
-def study_best(study: optuna.Study, incumbent_runs: int) -> BestRuns | None:
-    """The best config of a single-objective ``study`` and its runs, or None.
+def _number(record: dict[str, Any], name: str) -> float:
+    value = record.get(name)
+    return float(value) if isinstance(value, int | float) else 0.0
 
-    The config the last confirm stage chose, if any; else the incumbent of the pooled runs.
-    """
-    pools = study_runs(study)
-    chosen = study.user_attrs.get(BEST_ATTR)
-    search = pools.get(str(chosen.get("config_key"))) if isinstance(chosen, dict) else None
-    if search is None:
-        search = best_config(pools, incumbent_runs)
-    if search is None:
-        return None
-    return BestRuns(search, fresh_runs(study, search))
+
+def _confirmation(runs: ConfigRuns, spend: tuple[int, float]) -> Confirmation:
+    return Confirmation(
+        number=min(runs.trials),
+        repeats=runs.n,
+        scores=runs.scores,
+        mean=runs.mean,
+        std=runs.std,
+        lcb=runs.lcb,
+        max_rate=runs.max_rate,
+        max_score=runs.max_score,
+        tokens=spend[0],
+        cost=spend[1],
+        config_key=runs.key,
+        ucb=runs.ucb,
+    )

@@ -3,7 +3,7 @@
 The best config of a single-objective study is the one the search reports: the config the
 last confirm stage chose, else the one with the highest 95% lower confidence bound over its
 pooled runs among those with at least the study's ``incumbent_runs`` runs (see
-:mod:`optimizer._confirm`), never the luckiest single run. Its statistics (the mean, std, n
+:mod:`optimizer._best`), never the luckiest single run. Its statistics (the mean, std, n
 and interval of its fresh runs, its search runs, its best single run) go beside it: a
 comment header in our YAML, and a ``<stem>.stats.json`` companion file, since the
 workshop's JSON has no place for them and must stay importable. A multi-objective study
@@ -25,6 +25,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from optimizer._best import BestRuns, study_best
 from optimizer._config import (
     DEFAULT_AGGREGATION_TEMPLATE,
     DEFAULT_MAX_TOKENS,
@@ -35,7 +36,6 @@ from optimizer._config import (
     save_config,
     task_companion,
 )
-from optimizer._confirm import BestRuns, study_best
 from optimizer._errors import UserError
 from optimizer._taskref import TASK_ATTR, TaskRef
 from optimizer._yamlfile import dump_yaml

@@ -16,7 +16,7 @@ lower bound over its pooled runs is exported with its statistics.
 The pieces: :mod:`optimizer._setup` opens the study, :mod:`optimizer._loop` runs the trials
 (:mod:`optimizer._slots`, :mod:`optimizer._objective`), :mod:`optimizer._budget` counts the
 spending, :mod:`optimizer._stale` fails trials of dead workers and :mod:`optimizer._summary`
-reports; the confirm stage is here.
+reports, and :mod:`optimizer._confirm` runs the confirm stage.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,38 +34,30 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from graders._base import BaseGrader, Task
+from optimizer._best import (
+    BestRuns,
+    study_best,
+)
 from optimizer._budget import (
     CONFIRM_ATTR,
     NOT_RUN,
     SESSION_ATTR,
     Budget,
     Spent,
-    _number,
     failed_run,
     study_spent,
 )
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_from_dict
-from optimizer._confirm import (
-    BEST_ATTR,
-    FRESH_ATTR,
-    FRESH_FIRST_REPEAT,
-    BestRuns,
-    fresh_runs,
-    study_best,
-)
-from optimizer._evaluate import evaluate, write_transcript
+from optimizer._confirm import Confirmation, ConfirmStage
 from optimizer._export import write_best
 from optimizer._failures import common_failures
 from optimizer._instances import InstanceSampling
 from optimizer._loop import TrialLoop
-from optimizer._objective import Objective, transcript_path
+from optimizer._objective import Objective
 from optimizer._prompts import PromptPool
 from optimizer._racing import (
-    RUNS_ATTR,
-    ConfigRuns,
     lower_confidence_bound,
-    rank_key,
     study_runs,
 )
 from optimizer._setup import (
@@ -117,75 +108,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Confirmation:
-    """A top config after the confirm stage topped its pooled runs up.
-
-    Attributes:
-        number: The first trial that ran the config.
-        repeats: Runs of the config (every trial's, racing's and the confirm stage's).
-        scores: Score of each run.
-        mean: Mean score.
-        std: Sample standard deviation.
-        lcb: One-sided 95% lower confidence bound of the mean (Student's t).
-        max_rate: Share of runs that earned every point.
-        max_score: Points a run can earn.
-        tokens: Tokens the confirm stage spent on this config (every session).
-        cost: Its estimated US dollars.
-        config_key: The config's key (see :func:`optimizer._racing.config_key`).
-        ucb: One-sided 95% upper confidence bound (with ``lcb``, a 90% interval).
-    """
-
-    number: int
-    repeats: int
-    scores: tuple[float, ...]
-    mean: float
-    std: float
-    lcb: float
-    max_rate: float
-    max_score: float
-    tokens: int
-    cost: float
-    config_key: str = ""
-    ucb: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the JSON form."""
-        return {
-            "config_key": self.config_key,
-            "ucb": self.ucb,
-            "number": self.number,
-            "repeats": self.repeats,
-            "scores": list(self.scores),
-            "mean": self.mean,
-            "std": self.std,
-            "lcb": self.lcb,
-            "max_rate": self.max_rate,
-            "max_score": self.max_score,
-            "tokens": self.tokens,
-            "cost": self.cost,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Confirmation:
-        """Builds it from the stored JSON form."""
-        return cls(
-            number=int(data["number"]),
-            repeats=int(data["repeats"]),
-            scores=tuple(float(s) for s in data["scores"]),
-            mean=float(data["mean"]),
-            std=float(data["std"]),
-            lcb=float(data["lcb"]),
-            max_rate=float(data["max_rate"]),
-            max_score=float(data["max_score"]),
-            tokens=int(data["tokens"]),
-            cost=float(data["cost"]),
-            config_key=str(data.get("config_key", "")),
-            ucb=float(data.get("ucb", 0.0)),
-        )
-
-
-class Search(SearchSetup, TrialLoop):
+class Search(SearchSetup, TrialLoop, ConfirmStage):
     """Runs a study over ``space``.
 
     Args:
@@ -323,112 +246,7 @@ class Search(SearchSetup, TrialLoop):
             self._save_session(study)
         return self._summary(study, stopped_by, tuple(self._stale), confirmations)
 
-    # -- confirm and summary -------------------------------------------------------------
-
-    def _candidates(self, study: optuna.Study) -> list[ConfigRuns]:
-        """The configs the confirm stage tops up: the ``confirm_top`` best pooled means.
-
-        In a multi-objective study, only configs of trials on the Pareto front.
-        """
-        pools = list(study_runs(study).values())
-        if len(self.objectives) > 1:
-            front = {t.number for t in study.best_trials}
-            pools = [p for p in pools if front.intersection(p.trials)]
-        # optimistic: the best means get the runs that tell them apart (racing already gave
-        # a config that came close to the incumbent its runs, so a lone lucky run is rare here)
-        ranked = sorted(pools, key=lambda p: (-p.mean, -p.n, min(p.trials)))
-        return ranked[: self.confirm_top]
-
-    async def _confirm(self, study: optuna.Study) -> list[Confirmation]:
-        gate = asyncio.Semaphore(self.workers)
-        seed = self.seed or 0
-
-        async def one(runs: ConfigRuns) -> None:
-            missing = self.confirm_repeats - runs.n
-            if missing <= 0:
-                return
-            number = min(runs.trials)
-            config = config_from_dict(runs.config, f"trial {number}")
-            async with gate:
-                self._notify(study, 0, f"confirming the config of trial {number}")
-                first = self.objective.reserve(runs, missing)
-                try:
-                    evaluation = await evaluate(
-                        config,
-                        self.tasks,
-                        self.router,
-                        self.objective.grader,
-                        repeats=missing,
-                        seed=seed,
-                        first=first,
-                        catalog=self.catalog,
-                    )
-                except Exception as error:  # report the others
-                    self._notify(study, 0, f"confirming trial {number} failed: {error}")
-                    return
-            path = transcript_path(self.study_dir, number)
-            write_transcript(path.with_name(f"{number}-confirm-{first}.jsonl"), evaluation)
-            record = {
-                "config": runs.config,
-                "repeats": list(evaluation.repeat_indices),
-                "scores": list(evaluation.scores),
-                "max_score": evaluation.max_score,
-                "tokens": evaluation.prompt_tokens + evaluation.completion_tokens,
-                "cost": evaluation.cost,
-            }
-            await asyncio.to_thread(study.set_user_attr, f"{RUNS_ATTR}:{runs.key}:{first}", record)
-
-        candidates = self._candidates(study)
-        tasks = [asyncio.create_task(one(c)) for c in candidates]
-        self._tasks.update(tasks)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.difference_update(tasks)
-        pools = study_runs(study)
-        spend = _confirm_spend(study)
-        found = [
-            _confirmation(pools[c.key], spend.get(c.key, (0, 0.0)))
-            for c in candidates
-            if c.key in pools
-        ]
-        runs = self.space.racing.incumbent_runs
-        found.sort(key=lambda c: rank_key(pools[c.config_key], runs), reverse=True)
-        if found and len(self.objectives) == 1 and not self._interrupt:
-            chosen = pools[found[0].config_key]
-            await asyncio.to_thread(study.set_user_attr, BEST_ATTR, {"config_key": chosen.key})
-            await self._fresh(study, chosen)
-        return found
-
-    async def _fresh(self, study: optuna.Study, chosen: ConfigRuns) -> None:
-        """Runs the chosen config ``confirm_repeats`` fresh times (see optimizer/_confirm.py)."""
-        known = fresh_runs(study, chosen)
-        first = max(FRESH_FIRST_REPEAT, known.next_repeat() if known else 0)
-        number = min(chosen.trials)
-        self._notify(study, 0, f"confirming trial {number}'s config on fresh runs")
-        try:
-            evaluation = await evaluate(
-                config_from_dict(chosen.config, f"trial {number}"),
-                self.tasks,
-                self.router,
-                self.objective.grader,
-                repeats=self.confirm_repeats,
-                seed=self.seed or 0,
-                first=first,
-                catalog=self.catalog,
-            )
-        except Exception as error:  # the summary says it is not confirmed
-            self._notify(study, 0, f"confirming trial {number} on fresh runs failed: {error}")
-            return
-        path = transcript_path(self.study_dir, number)
-        write_transcript(path.with_name(f"{number}-fresh-{first}.jsonl"), evaluation)
-        record = {
-            "config": chosen.config,
-            "repeats": list(evaluation.repeat_indices),
-            "scores": list(evaluation.scores),
-            "max_score": evaluation.max_score,
-            "tokens": evaluation.prompt_tokens + evaluation.completion_tokens,
-            "cost": evaluation.cost,
-        }
-        await asyncio.to_thread(study.set_user_attr, f"{FRESH_ATTR}:{chosen.key}:{first}", record)
+    # -- summary -------------------------------------------------------------------------
 
     def _summary(
         self,
@@ -474,34 +292,3 @@ class Search(SearchSetup, TrialLoop):
             rejected=rejection_counts(study),
             fresh_runs=None if chosen is None else chosen.fresh,
         )
-
-
-def _confirm_spend(study: optuna.Study) -> dict[str, tuple[int, float]]:
-    """Tokens and cost of the confirm stage's runs, by config key."""
-    spend: dict[str, tuple[int, float]] = {}
-    for name, value in study.user_attrs.items():
-        parts = name.split(":")
-        if len(parts) == 3 and parts[0] == RUNS_ATTR and isinstance(value, dict):
-            tokens, cost = spend.get(parts[1], (0, 0.0))
-            spend[parts[1]] = (
-                tokens + int(_number(value.get("tokens"))),
-                cost + _number(value.get("cost")),
-            )
-    return spend
-
-
-def _confirmation(runs: ConfigRuns, spend: tuple[int, float]) -> Confirmation:
-    return Confirmation(
-        number=min(runs.trials),
-        repeats=runs.n,
-        scores=runs.scores,
-        mean=runs.mean,
-        std=runs.std,
-        lcb=runs.lcb,
-        max_rate=runs.max_rate,
-        max_score=runs.max_score,
-        tokens=spend[0],
-        cost=spend[1],
-        config_key=runs.key,
-        ucb=runs.ucb,
-    )

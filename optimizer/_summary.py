@@ -16,7 +16,7 @@ from optimizer._prompts import REJECTED_PREFIX
 from optimizer._racing import ConfigRuns
 
 if TYPE_CHECKING:
-    from optimizer._study import Confirmation
+    from optimizer._confirm import Confirmation
 
 __all__ = ["SearchSummary", "Status", "TrialEnd", "rejection_counts", "summary_dict"]
 

@@ -18,9 +18,9 @@ from rich.text import Text
 
 from graders._base import BaseGrader, Task
 from graders._suite import is_suite
+from optimizer._best import BestRuns
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_to_dict, load_config
-from optimizer._confirm import BestRuns
 from optimizer._errors import UserError
 from optimizer._instances import PRUNERS, InstanceSampling
 from optimizer._objective import parse_objectives

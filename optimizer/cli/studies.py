@@ -20,7 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from optimizer._confirm import study_best
+from optimizer._best import study_best
 from optimizer._storage import DEFAULT_RUNS_DIR, JOURNAL_FILE, load_study, open_storage
 from optimizer._study import failed_run
 from optimizer._taskref import TASK_ATTR, TaskRef

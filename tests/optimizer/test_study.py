@@ -26,9 +26,9 @@ from search_helpers import (
     system_prompt,
 )
 
+from optimizer._best import FRESH_FIRST_REPEAT
 from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_from_dict, load_config
-from optimizer._confirm import FRESH_FIRST_REPEAT
 from optimizer._objective import worker_id
 from optimizer._prompts import PromptPool
 from optimizer._racing import study_runs
