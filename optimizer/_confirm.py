@@ -8,6 +8,9 @@ Once a budget stops the search (:meth:`ConfirmStage._confirm`):
 2. **Confirm.** The chosen config runs ``confirm_repeats`` fresh times
    (:meth:`ConfirmStage._fresh`), stored apart as ``fresh:<key>:<first>``; what they mean
    is in :mod:`optimizer._best`.
+
+It runs once for a study's finished trials: the first worker to claim it (``confirm_claim``
+study attr, under the storage's cross-process lock) runs it, the others skip it.
 """
 
 from __future__ import annotations
@@ -18,18 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from graders._base import Task
 from optimizer._best import BEST_ATTR, FRESH_ATTR, FRESH_FIRST_REPEAT, fresh_runs
 from optimizer._catalog import Catalog
 from optimizer._config import config_from_dict
 from optimizer._evaluate import evaluate, write_transcript
-from optimizer._objective import Objective, transcript_path
+from optimizer._objective import Objective, transcript_path, worker_id
 from optimizer._racing import RUNS_ATTR, ConfigRuns, rank_key, study_runs
 from optimizer._space import SearchSpace
+from optimizer._storage import storage_lock
 from optimizer.providers import Router
 
-__all__ = ["ConfirmStage", "Confirmation"]
+__all__ = ["CLAIM_ATTR", "ConfirmStage", "Confirmation"]
+
+CLAIM_ATTR = "confirm_claim"
+"""Study user attr: the worker running the confirm stage, and for how many finished trials."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,10 @@ class ConfirmStage:
         return ranked[: self.confirm_top]
 
     async def _confirm(self, study: optuna.Study) -> list[Confirmation]:
+        other = await asyncio.to_thread(_claim, study)
+        if other is not None:
+            self._notify(study, 0, f"confirm stage left to the worker that claimed it ({other})")
+            return []
         gate = asyncio.Semaphore(self.workers)
         seed = self.seed or 0
 
@@ -238,6 +250,26 @@ def _confirm_spend(study: optuna.Study) -> dict[str, tuple[int, float]]:
                 cost + _number(value, "cost"),
             )
     return spend
+
+
+def _claim(study: optuna.Study) -> str | None:
+    """Claims the confirm stage of ``study``'s finished trials for this worker.
+
+    Returns:
+        None if this worker runs it, else the worker (``host:pid``) that claimed it first.
+        Workers stopped by one budget finish together; only the first confirms. A study
+        resumed with more finished trials is confirmed again.
+    """
+    me = worker_id()
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    with storage_lock(getattr(study, "_storage", None))():
+        claim = study.user_attrs.get(CLAIM_ATTR)
+        if isinstance(claim, dict) and claim.get("trials") == finished:
+            worker = claim.get("worker")
+            if isinstance(worker, dict) and worker != me:
+                return f"{worker.get('host')}:{worker.get('pid')}"
+        study.set_user_attr(CLAIM_ATTR, {"trials": finished, "worker": me})
+    return None
 
 
 def _number(record: dict[str, Any], name: str) -> float:

@@ -315,6 +315,25 @@ def test_trials_left_running_by_a_dead_process_are_failed_on_resume(tmp_path: Pa
     assert "process died" in study.trials[0].user_attrs["error"]
 
 
+def test_the_confirm_stage_runs_once_whoever_claims_it_first(tmp_path: Path) -> None:
+    seen: list[Status] = []
+    with OpenAIServer(seed_responder) as server:
+        run(search(tmp_path, server, budget=Budget(trials=3)))
+        # another worker, stopped by the same budget, claimed these 3 trials' confirm stage
+        other = {"host": "far-host", "pid": 7}
+        load(tmp_path).set_user_attr("confirm_claim", {"trials": 3, "worker": other})
+        summary = run(search(tmp_path, server, budget=Budget(trials=3), confirm_repeats=3,
+                             seen=seen))  # fmt: skip
+        assert summary.confirmations == () and summary.fresh_runs is None
+        assert not [k for k in load(tmp_path).user_attrs if k.startswith(("fresh:", "runs:"))]
+        left = "confirm stage left to the worker that claimed it (far-host:7)"
+        assert left in [s.message for s in seen]
+        # one more finished trial: a new confirm stage, and this worker claims it
+        last = run(search(tmp_path, server, budget=Budget(trials=4), confirm_repeats=3))
+    assert last.confirmations and last.fresh_runs is not None and last.fresh_runs.n == 3
+    assert load(tmp_path).user_attrs["confirm_claim"] == {"trials": 4, "worker": worker_id()}
+
+
 def test_a_first_sigint_lets_in_flight_trials_finish(tmp_path: Path) -> None:
     sent: list[int] = []
 

@@ -236,6 +236,8 @@ def test_two_worker_processes_share_one_study_and_its_prompt_pool(tmp_path: Path
     assert len(complete) == 12  # the other process's running trials count against the budget
     assert len({t.user_attrs["worker"]["pid"] for t in complete}) == 2
     assert sum("baseline" in t.user_attrs for t in trials) == 1
+    # both stopped on one budget: one of them ran the confirm stage, the other left it
+    assert len([k for k in shared.user_attrs if k.startswith("fresh:")]) == 1
     pool = PromptPool(shared)
     assert pool.rounds >= 2
     for role in ("main", "layer"):
