@@ -22,6 +22,7 @@ from optimizer.providers import Router
 __all__ = [
     "FEEDBACK_LIMIT",
     "Evaluation",
+    "GradingError",
     "RunResult",
     "evaluate",
     "redact_secrets",
@@ -30,6 +31,19 @@ __all__ = [
 
 FEEDBACK_LIMIT = 4000
 """Characters of grader feedback kept in :attr:`Evaluation.feedback`."""
+
+
+class GradingError(Exception):
+    """The grader raised instead of grading an answer (a bug in it, or a broken sandbox).
+
+    Args:
+        message: What failed, for the user.
+        cause: The type of the exception the grader raised.
+    """
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -263,6 +277,7 @@ async def evaluate(
     Raises:
         ValueError: ``repeats`` < 1 or no tasks.
         ProviderError: A model call failed for good (the other runs are cancelled).
+        GradingError: The grader raised on an answer (the other runs are cancelled).
     """
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
@@ -273,7 +288,14 @@ async def evaluate(
 
     async def one(task: Task, repeat: int) -> RunResult:
         moa = await run_moa(config, task.prompt, router, sample=repeat, seed=seed + repeat)
-        grade = await asyncio.to_thread(grader.grade, moa.answer, task)
+        try:
+            grade = await asyncio.to_thread(grader.grade, moa.answer, task)
+        except Exception as error:
+            raise GradingError(
+                f"grader {grader.name} failed on {task.name} (repeat {repeat}): "
+                f"{type(error).__name__}: {error}",
+                cause=type(error).__name__,
+            ) from error
         cost = sum(prices.cost(c.model, c.prompt_tokens, c.completion_tokens) for c in moa.calls)
         result = RunResult(task, repeat, seed + repeat, moa, grade, cost)
         if on_result is not None:

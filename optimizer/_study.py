@@ -44,7 +44,14 @@ from optimizer._config import MoAConfig, config_from_dict, config_to_dict
 from optimizer._errors import UserError
 from optimizer._evaluate import evaluate, write_transcript
 from optimizer._export import write_best
-from optimizer._failures import FailureCause, common_failures
+from optimizer._failures import (
+    CAUSE_ATTR,
+    FailureCause,
+    FailureStreak,
+    cause_counts,
+    common_failures,
+    error_cause,
+)
 from optimizer._instances import InstanceSampling, make_pruner
 from optimizer._objective import (
     DIRECTIONS,
@@ -71,7 +78,7 @@ from optimizer._space import SearchSpace
 from optimizer._split import Split, store_split
 from optimizer._storage import storage_lock
 from optimizer._taskref import TASK_ATTR, TaskRef, changed_parts
-from optimizer.providers import Router
+from optimizer.providers import ProviderError, Router
 
 __all__ = [
     "SAMPLERS",
@@ -195,12 +202,16 @@ class TrialEnd:
         state: ``COMPLETE``, ``PRUNED`` or ``FAIL``.
         values: Objective values of a complete trial.
         detail: The pruning reason or the error.
+        cause: A failed trial's short cause (see :func:`optimizer._failures.error_cause`).
+        transient: Whether the endpoint failed it and may answer later.
     """
 
     number: int
     state: TrialState
     values: tuple[float, ...] = ()
     detail: str = ""
+    cause: str = ""
+    transient: bool = False
 
 
 @dataclass(frozen=True)
@@ -292,6 +303,7 @@ class SearchSummary:
         best_runs: Every run of the best config (mean, std, n, bounds), or None.
         rejected: Mutator answers the study rejected, counted by reason (``cut off by
             max_tokens``, ``near-duplicate``...).
+        failed_by_cause: The study's failed trials counted by cause, most frequent first.
     """
 
     study: str
@@ -308,6 +320,7 @@ class SearchSummary:
     failures: tuple[FailureCause, ...] = ()
     best_runs: ConfigRuns | None = None
     rejected: tuple[tuple[str, int], ...] = ()
+    failed_by_cause: tuple[tuple[str, int], ...] = ()
 
     @property
     def interrupted(self) -> bool:
@@ -568,8 +581,7 @@ class Search:
         self._session: tuple[str, float] = ("", 0.0)
         self._session_saved = 0.0
         self._ends: list[TrialEnd] = []
-        self._failures = 0
-        self._last_error = ""
+        self._streak = FailureStreak(max(MAX_CONSECUTIVE_FAILURES, workers + 2))
         self._slots = _Slots(workers)
         self._sample_ahead = False
         self._stopped_by = ""
@@ -752,9 +764,7 @@ class Search:
     def _stop_reason(self, spent: Spent) -> str | None:
         if self._interrupt:
             return self._interrupt
-        if self._failures >= max(MAX_CONSECUTIVE_FAILURES, self.workers + 2):
-            return f"repeated failures ({self._failures} trials in a row; last: {self._last_error})"
-        return spent.exhausted(self.budget)
+        return self._streak.stop_reason(time.monotonic()) or spent.exhausted(self.budget)
 
     async def _loop(self, study: optuna.Study, pool: PromptPool) -> str:
         """Keeps ``workers`` trials calling models, and one more sampled ahead when it pays.
@@ -783,12 +793,19 @@ class Search:
             if stopped_by is not None and not self._stopped_by:
                 self._stopped_by = stopped_by
                 self._slots.close()  # a trial without a slot now never gets one
-            if not running:
+            pause = 0.0 if stopped_by else self._streak.pause(time.monotonic())
+            if not running and not pause:
                 break
             timeout = None if stopped_by else self._time_left(spent)
-            done, _ = await asyncio.wait(
-                running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            if pause:  # the endpoint is failing: no new trial until the pause ends
+                timeout = pause if timeout is None else min(timeout, pause)
+            done: set[asyncio.Task[TrialEnd]] = set()
+            if running:
+                done, _ = await asyncio.wait(
+                    running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            else:  # in short steps, so that a Ctrl-C is seen at once
+                await asyncio.sleep(min(timeout or 0.0, 1.0))
             for task in done:
                 running.discard(task)
                 self._tasks.discard(task)
@@ -796,10 +813,14 @@ class Search:
                     continue
                 end = task.result()
                 self._ends.append(end)
-                self._failures = self._failures + 1 if end.state == TrialState.FAIL else 0
-                if end.state == TrialState.FAIL:
-                    self._last_error = end.detail
-                self._notify(study, self._slots.in_use, _describe(end))
+                wait = self._streak.ended(
+                    failed=end.state == TrialState.FAIL,
+                    transient=end.transient,
+                    detail=end.detail,
+                    now=time.monotonic(),
+                )
+                note = f"; the endpoint is failing: new trials wait {wait:.0f} s" if wait else ""
+                self._notify(study, self._slots.in_use, _describe(end) + note)
             if done:
                 await asyncio.to_thread(self._save_session, study, every=SESSION_SAVE_EVERY)
         if mutation is not None and not mutation.done():
@@ -812,6 +833,8 @@ class Search:
     def _room(self, spent: Spent, running: set[asyncio.Task[TrialEnd]]) -> bool:
         """Whether to start one more trial: for a free worker or ahead, within the budget."""
         if len(running) >= self.workers + (1 if self._sample_ahead else 0):
+            return False
+        if self._streak.pause(time.monotonic()):
             return False
         return self.budget.trials is None or spent.trials + len(running) < self.budget.trials
 
@@ -869,9 +892,10 @@ class Search:
             self._ends.append(TrialEnd(trial.number, TrialState.FAIL, detail=detail))
             raise
         except Exception as error:  # a failed trial must not end the search
-            detail = f"{type(error).__name__}: {error}"
-            await asyncio.to_thread(_fail, study, trial, detail)
-            return TrialEnd(trial.number, TrialState.FAIL, detail=detail)
+            detail, cause = f"{type(error).__name__}: {error}", error_cause(error)
+            transient = isinstance(error, ProviderError) and error.transient
+            await asyncio.to_thread(_fail, study, trial, detail, cause)
+            return TrialEnd(trial.number, TrialState.FAIL, (), detail, cause, transient)
         finally:
             self._slots.release(claim)
         try:
@@ -1032,6 +1056,9 @@ class Search:
             failures=common_failures(study.get_trials(deepcopy=False)),
             best_runs=leader,
             rejected=rejection_counts(study),
+            failed_by_cause=cause_counts(
+                [t for t in study.get_trials(deepcopy=False) if failed_run(t)]
+            ),
         )
 
 
@@ -1134,10 +1161,12 @@ def _ask(study: optuna.Study) -> optuna.Trial:
     return trial
 
 
-def _fail(study: optuna.Study, trial: optuna.Trial, error: str) -> None:
-    """Marks ``trial`` failed with its ``error`` attr, unless it already finished."""
+def _fail(study: optuna.Study, trial: optuna.Trial, error: str, cause: str = "") -> None:
+    """Marks ``trial`` failed with its ``error`` (and ``cause``) attr, unless it finished."""
     try:
         trial.set_user_attr("error", error)
+        if cause:
+            trial.set_user_attr(CAUSE_ATTR, cause)
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     except RuntimeError:  # finished meanwhile (a tell still running in its thread)
         pass
@@ -1189,6 +1218,7 @@ def summary_dict(summary: SearchSummary) -> dict[str, Any]:
         "best_config": None if summary.best_config is None else config_to_dict(summary.best_config),
         "pareto": list(summary.pareto),
         "rejected_variants": dict(summary.rejected),
+        "failed_by_cause": dict(summary.failed_by_cause),
         "confirmations": [c.to_dict() for c in summary.confirmations],
         "exports": [str(p) for p in summary.exports],
         "objectives": list(summary.objectives),
