@@ -4,7 +4,8 @@
 every answer a correct solution, mutation off, no cache) against the loopback server of the
 tests with ``--latency`` seconds per call, in a child process. Each row runs ``--trials`` trials
 with W workers in all, in P search processes (W / P workers each) joining one study: one
-process on the default journal file, several on ``--storage`` (PostgreSQL). Every process
+process on the default journal file, several on ``--storage`` (PostgreSQL) or, without it, on
+the journal file too. Every process
 imports, warms its sandbox and connection pool with a 2-trial search of its own first, then all
 start together. Measured in the same run: trials per minute; the CPU seconds per trial of the
 search processes and their sandbox processes (``getrusage``); the model calls per trial (the
@@ -260,7 +261,7 @@ def scaling(args: argparse.Namespace) -> int:
             CONCURRENCY * row.processes / (args.latency * per_call),
             cores / cpu,
         )
-        storage = "journal" if row.processes == 1 else "postgresql"
+        storage = "journal" if row.processes == 1 or not args.storage else "postgresql"
         print(
             f"| {row.workers} | {row.processes} | {storage} | {row.rate * 60:.0f} "
             f"| {cpu * 1000:.0f} | {per_call:.1f} | "
@@ -312,15 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_argument("--trials", type=int, default=96)
     scale.add_argument("--workers", type=_ints, default=[1, 4, 16, 32])
     scale.add_argument("--processes", type=_ints, default=[1])
-    scale.add_argument("--storage", help="RDB URL for rows with several processes")
+    scale.add_argument(
+        "--storage", help="RDB URL for rows with several processes (default: the journal file)"
+    )
     scale.add_argument("--latency", type=float, default=0.05)
     mem = commands.add_parser("memory")
     mem.add_argument("--trials", type=int, default=500)
     mem.add_argument("--workers", type=int, default=16)
     mem.add_argument("--latency", type=float, default=0.05)
     args = parser.parse_args(argv)
-    if args.command == "scaling" and any(p > 1 for p in args.processes) and not args.storage:
-        parser.error("--processes above 1 needs --storage (a PostgreSQL URL)")
     return scaling(args) if args.command == "scaling" else memory(args)
 
 
