@@ -98,8 +98,15 @@ def scrubbed_env(home: str) -> dict[str, str]:
 def package_paths(distributions: Sequence[str]) -> tuple[Path, ...]:
     """The top-level modules and packages of installed ``distributions`` and what they require.
 
-    Distributions that are not installed are left out.
+    Distributions that are not installed are left out. The answer is kept for the life of the
+    process: reading the installed files' lists scans site-packages, about a quarter of a
+    search's CPU time when it was done for every sandbox process (BENCHMARKS.md).
     """
+    return _package_paths(tuple(distributions))
+
+
+@functools.cache
+def _package_paths(distributions: tuple[str, ...]) -> tuple[Path, ...]:
     found: dict[str, Path] = {}
     for distribution in _with_requirements(distributions):
         for file in distribution.files or ():

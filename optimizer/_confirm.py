@@ -174,7 +174,7 @@ class ConfirmStage:
                     self._notify(study, 0, f"confirming trial {number} failed: {error}")
                     return
             path = transcript_path(self.study_dir, number)
-            write_transcript(path.with_name(f"{number}-confirm-{first}.jsonl"), evaluation)
+            self._keep(study, path.with_name(f"{number}-confirm-{first}.jsonl"), evaluation)
             record = {
                 "config": runs.config,
                 "repeats": list(evaluation.repeat_indices),
@@ -205,6 +205,13 @@ class ConfirmStage:
             await self._fresh(study, chosen)
         return found
 
+    def _keep(self, study: optuna.Study, path: Path, evaluation: Evaluation) -> None:
+        """Writes a transcript; a failure to is reported, and the runs still count."""
+        try:
+            write_transcript(path, evaluation)
+        except OSError as error:
+            self._notify(study, 0, f"cannot write {path}: {error.strerror or error}")
+
     async def _fresh(self, study: optuna.Study, chosen: ConfigRuns) -> None:
         """Runs the chosen config ``confirm_repeats`` fresh times (see optimizer/_confirm.py)."""
         known = fresh_runs(study, chosen)
@@ -226,7 +233,7 @@ class ConfirmStage:
             self._notify(study, 0, f"confirming trial {number} on fresh runs failed: {error}")
             return
         path = transcript_path(self.study_dir, number)
-        write_transcript(path.with_name(f"{number}-fresh-{first}.jsonl"), evaluation)
+        self._keep(study, path.with_name(f"{number}-fresh-{first}.jsonl"), evaluation)
         record = {
             "config": chosen.config,
             "repeats": list(evaluation.repeat_indices),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from optimizer.providers import Router
 __all__ = [
     "FEEDBACK_LIMIT",
     "Evaluation",
+    "GradingError",
     "RunResult",
     "evaluate",
     "redact_secrets",
@@ -30,6 +33,28 @@ __all__ = [
 
 FEEDBACK_LIMIT = 4000
 """Characters of grader feedback kept in :attr:`Evaluation.feedback`."""
+GRADING_THREADS = 32
+"""Gradings at once in a process. They have threads of their own: a grading mostly waits for
+its sandbox processes (30-300 ms), and in asyncio's default pool of ``cores + 4`` threads the
+storage writes and racing reads of every trial queued behind them (BENCHMARKS.md)."""
+
+
+@functools.cache
+def _grading_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(GRADING_THREADS, thread_name_prefix="grading")
+
+
+class GradingError(Exception):
+    """The grader raised instead of grading an answer (a bug in it, or a broken sandbox).
+
+    Args:
+        message: What failed, for the user.
+        cause: The type of the exception the grader raised.
+    """
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -246,7 +271,8 @@ async def evaluate(
 
     All runs go concurrently (the providers' limits pace the calls); repeat ``r`` uses sample
     index ``r`` and seed ``seed + r``, so results are reproducible and the response cache
-    keeps repeats apart. Grading runs in a worker thread so other runs keep going.
+    keeps repeats apart. Grading runs in a thread of its own pool (:data:`GRADING_THREADS`)
+    so that other runs and the search's storage threads keep going.
 
     Args:
         config: The config to evaluate.
@@ -263,6 +289,7 @@ async def evaluate(
     Raises:
         ValueError: ``repeats`` < 1 or no tasks.
         ProviderError: A model call failed for good (the other runs are cancelled).
+        GradingError: The grader raised on an answer (the other runs are cancelled).
     """
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
@@ -273,7 +300,15 @@ async def evaluate(
 
     async def one(task: Task, repeat: int) -> RunResult:
         moa = await run_moa(config, task.prompt, router, sample=repeat, seed=seed + repeat)
-        grade = await asyncio.to_thread(grader.grade, moa.answer, task)
+        try:
+            loop = asyncio.get_running_loop()
+            grade = await loop.run_in_executor(_grading_pool(), grader.grade, moa.answer, task)
+        except Exception as error:
+            raise GradingError(
+                f"grader {grader.name} failed on {task.name} (repeat {repeat}): "
+                f"{type(error).__name__}: {error}",
+                cause=type(error).__name__,
+            ) from error
         cost = sum(prices.cost(c.model, c.prompt_tokens, c.completion_tokens) for c in moa.calls)
         result = RunResult(task, repeat, seed + repeat, moa, grade, cost)
         if on_result is not None:

@@ -1,8 +1,16 @@
-"""Why a study's trials fail: the most common grader message when most trials score low.
+"""Why a study's trials fail, and when a search that keeps failing pauses or stops.
 
 When most trials end with the same low score, the task (a test file that imports the wrong
 module) or the models (no answer defines the function) are at fault rather than the configs;
 the search's summary then names the causes, read from the graders' feedback, with counts.
+
+A trial that raises is failed with a short cause (:func:`error_cause`: ``model call: HTTP
+503``, ``grader: RuntimeError``...) in its ``cause`` user attr, and the summary counts failed
+trials by cause (:func:`cause_counts`). :class:`FailureStreak` decides what failures in a row
+do to the search: an endpoint that stopped answering for a while (its calls' retries ran out
+on 5xx, 429, timeouts or dropped connections) pauses new trials for as long as it has been
+failing, and stops the search only after :data:`MAX_OUTAGE`; any other failure stops it after
+a few in a row, since retrying will not help.
 """
 
 from __future__ import annotations
@@ -15,7 +23,27 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["FailureCause", "common_failures", "failure_cause"]
+from optimizer._evaluate import GradingError
+from optimizer.providers import ProviderError
+
+__all__ = [
+    "CAUSE_ATTR",
+    "MAX_OUTAGE",
+    "FailureCause",
+    "FailureStreak",
+    "cause_counts",
+    "common_failures",
+    "error_cause",
+    "failure_cause",
+]
+
+CAUSE_ATTR = "cause"
+"""Trial user attr: the short cause a failed trial is counted by (its ``error`` has it all)."""
+MAX_OUTAGE = 600.0
+"""Seconds an endpoint may keep failing every trial before the search stops."""
+MIN_PAUSE = 5.0
+MAX_PAUSE = 60.0
+"""Bounds in seconds of the pause before new trials while the endpoint fails."""
 
 _SCORE = re.compile(r"^score\s+[-\d.,/ ]+[:.]\s*", re.IGNORECASE)
 _COUNT = re.compile(r"^\d+ of \d+ \w+")
@@ -85,3 +113,89 @@ def _mean(trial: FrozenTrial) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return float("nan")
+
+
+def error_cause(error: BaseException) -> str:
+    """The short cause of a trial's failure, to count failures by.
+
+    ``model call: HTTP 503``, ``model call: connection error (RemoteProtocolError)``,
+    ``grader: RuntimeError``, else the exception's type.
+    """
+    if isinstance(error, ProviderError):
+        return f"model call: {error.cause or 'failed'}"
+    if isinstance(error, GradingError):
+        return f"grader: {error.cause}"
+    return type(error).__name__
+
+
+def cause_counts(failed: Sequence[FrozenTrial]) -> tuple[tuple[str, int], ...]:
+    """Failed trials counted by cause, most frequent first.
+
+    A trial failed before causes were recorded, or by an interrupt, is counted by the start
+    of its ``error`` (``interrupt (SIGTERM)``, ``interrupted``).
+    """
+    counts: Counter[str] = Counter()
+    for trial in failed:
+        cause = trial.user_attrs.get(CAUSE_ATTR)
+        if not isinstance(cause, str) or not cause:
+            cause = str(trial.user_attrs.get("error") or "unknown").split(":")[0].strip()
+        counts[cause] += 1
+    return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+class FailureStreak:
+    """The trials that failed in a row, and what they do to the search.
+
+    Args:
+        limit: Failures in a row, other than the endpoint's, that stop the search.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.hard = 0
+        self.since: float | None = None
+        self.resume_at = 0.0
+        self.last = ""
+
+    def ended(self, *, failed: bool, transient: bool, detail: str, now: float) -> float:
+        """Counts a trial that ended at ``now`` (monotonic seconds).
+
+        Args:
+            failed: Whether it failed.
+            transient: Whether the endpoint failed it (see ``ProviderError.transient``).
+            detail: Its error.
+            now: When it ended.
+
+        Returns:
+            Seconds new trials now wait (0 unless the endpoint is failing).
+        """
+        if not failed:
+            self.count = self.hard = 0
+            self.since, self.resume_at = None, 0.0
+            return 0.0
+        self.count += 1
+        self.last = detail
+        if self.since is None:
+            self.since = now
+        if not transient:
+            self.hard += 1
+            return self.pause(now)
+        wait = min(max(now - self.since, MIN_PAUSE), MAX_PAUSE)
+        self.resume_at = max(self.resume_at, now + wait)
+        return self.pause(now)
+
+    def pause(self, now: float) -> float:
+        """Seconds before a new trial may start."""
+        return max(self.resume_at - now, 0.0)
+
+    def stop_reason(self, now: float) -> str | None:
+        """Why the failures stop the search, or None."""
+        if self.hard >= self.limit:
+            return f"repeated failures ({self.count} trials in a row; last: {self.last})"
+        if self.since is not None and self.count > self.hard and now - self.since >= MAX_OUTAGE:
+            return (
+                f"repeated failures (the endpoint failed every trial for {now - self.since:.0f} "
+                f"s, {self.count} trials in a row; last: {self.last})"
+            )
+        return None

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from graders._base import Task
 from optimizer._budget import NOT_RUN, Budget, Spent, study_spent
 from optimizer._catalog import Catalog
+from optimizer._failures import CAUSE_ATTR, FailureStreak, error_cause
 from optimizer._objective import Objective, Spend, worker_id
 from optimizer._prompts import PromptPool, mutation_round
 from optimizer._racing import ConfigRuns, best_config, study_runs
@@ -30,7 +31,7 @@ from optimizer._space import SearchSpace
 from optimizer._stale import Heartbeats, fail_stale_trials, heartbeat_storage, may_finish
 from optimizer._storage import storage_lock
 from optimizer._summary import Status, TrialEnd
-from optimizer.providers import Router
+from optimizer.providers import ProviderError, Router
 
 __all__ = ["TrialLoop"]
 
@@ -64,8 +65,7 @@ class TrialLoop:
     _session: tuple[str, float]
     _session_saved: float
     _ends: list[TrialEnd]
-    _failures: int
-    _last_error: str
+    _streak: FailureStreak
     _slots: Slots
     _sample_ahead: bool
     _stopped_by: str
@@ -115,8 +115,9 @@ class TrialLoop:
     def _stop_reason(self, spent: Spent) -> str | None:
         if self._interrupt:
             return self._interrupt
-        if self._failures >= max(MAX_CONSECUTIVE_FAILURES, self.workers + 2):
-            return f"repeated failures ({self._failures} trials in a row; last: {self._last_error})"
+        stop = self._streak.stop_reason(time.monotonic())
+        if stop:
+            return stop
         return spent.exhausted(self.budget)
 
     async def _loop(self, study: optuna.Study, pool: PromptPool) -> str:
@@ -152,14 +153,17 @@ class TrialLoop:
                 self._slots.close()  # a trial without a slot now never gets one
             if not running and stopped_by is not None:
                 break
-            if not running:  # other processes' running trials hold the rest of the budget
-                if not waiting:
+            pause = 0.0 if stopped_by else self._streak.pause(time.monotonic())
+            if not running:  # the endpoint is failing, or others' trials hold the budget
+                if not waiting and not pause:
                     self._notify(study, 0, "waiting: other workers' trials hold the budget")
-                waiting = True
-                await asyncio.sleep(WAIT_STEP)
+                waiting = not pause
+                await asyncio.sleep(min(pause, WAIT_STEP) if pause else WAIT_STEP)
                 continue
             waiting = False
             timeout = None if stopped_by else self._time_left(spent)
+            if pause:  # the endpoint is failing: no new trial until the pause ends
+                timeout = pause if timeout is None else min(timeout, pause)
             done, _ = await asyncio.wait(
                 running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
@@ -173,10 +177,14 @@ class TrialLoop:
                     self._full_until = time.monotonic() + WAIT_STEP
                     continue
                 self._ends.append(end)
-                self._failures = self._failures + 1 if end.state == TrialState.FAIL else 0
-                if end.state == TrialState.FAIL:
-                    self._last_error = end.detail
-                self._notify(study, self._slots.in_use, _describe(end))
+                wait = self._streak.ended(
+                    failed=end.state == TrialState.FAIL,
+                    transient=end.transient,
+                    detail=end.detail,
+                    now=time.monotonic(),
+                )
+                note = f"; the endpoint is failing: new trials wait {wait:.0f} s" if wait else ""
+                self._notify(study, self._slots.in_use, _describe(end) + note)
             if done:
                 await asyncio.to_thread(self._save_session, study, every=SESSION_SAVE_EVERY)
         if mutation is not None and not mutation.done():
@@ -194,7 +202,7 @@ class TrialLoop:
         """
         if len(running) >= self.workers + (1 if self._sample_ahead else 0):
             return False
-        if time.monotonic() < self._full_until:
+        if time.monotonic() < self._full_until or self._streak.pause(time.monotonic()):
             return False
         return self.budget.trials is None or spent.trials + len(running) < self.budget.trials
 
@@ -299,9 +307,10 @@ class TrialLoop:
             self._ends.append(TrialEnd(trial.number, TrialState.FAIL, detail=detail))
             raise
         except Exception as error:  # a failed trial must not end the search
-            detail = f"{type(error).__name__}: {error}"
-            await asyncio.to_thread(_fail, study, trial, detail)
-            return TrialEnd(trial.number, TrialState.FAIL, detail=detail)
+            detail, cause = f"{type(error).__name__}: {error}", error_cause(error)
+            transient = isinstance(error, ProviderError) and error.transient
+            await asyncio.to_thread(_fail, study, trial, detail, cause)
+            return TrialEnd(trial.number, TrialState.FAIL, (), detail, cause, transient)
         finally:
             self._slots.release(claim)
         try:
@@ -361,10 +370,12 @@ def _ask(study: optuna.Study) -> optuna.Trial:
     return trial
 
 
-def _fail(study: optuna.Study, trial: optuna.Trial, error: str) -> None:
-    """Marks ``trial`` failed with its ``error`` attr, unless it already finished."""
+def _fail(study: optuna.Study, trial: optuna.Trial, error: str, cause: str = "") -> None:
+    """Marks ``trial`` failed with its ``error`` (and ``cause``) attr, unless it finished."""
     try:
         trial.set_user_attr("error", error)
+        if cause:
+            trial.set_user_attr(CAUSE_ATTR, cause)
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     except RuntimeError:  # finished meanwhile (a tell still running in its thread)
         pass

@@ -332,15 +332,23 @@ class Objective:
             trial.set_user_attr("transcript", str(path))
 
     def _record(self, trial: optuna.Trial, evaluation: Evaluation, pooled: ConfigRuns) -> None:
-        """Writes the transcript and the result user attrs (with the config's pool)."""
-        path = write_transcript(
-            transcript_path(self.study_dir, trial.number), evaluation, {"trial": trial.number}
-        )
+        """Writes the transcript and the result user attrs (with the config's pool).
+
+        A transcript that cannot be written (a full disk, a read-only directory) costs the
+        trial only its transcript: the ``transcript_error`` attr says why.
+        """
         summary = evaluation.summary()
         attrs = {key: summary[key] for key in SUMMARY_ATTRS}
         attrs["tokens"] = evaluation.prompt_tokens + evaluation.completion_tokens
         attrs["feedback"] = evaluation.feedback
-        attrs["transcript"] = str(path)
+        try:
+            path = write_transcript(
+                transcript_path(self.study_dir, trial.number), evaluation, {"trial": trial.number}
+            )
+        except OSError as error:
+            attrs["transcript_error"] = f"{type(error).__name__}: {error}"
+        else:
+            attrs["transcript"] = str(path)
         attrs["config_key"] = pooled.key
         attrs["pooled"] = {
             "n": pooled.n,

@@ -51,9 +51,9 @@ from optimizer._catalog import Catalog
 from optimizer._config import MoAConfig, config_from_dict
 from optimizer._confirm import Confirmation, ConfirmStage
 from optimizer._export import write_best
-from optimizer._failures import common_failures
+from optimizer._failures import FailureStreak, cause_counts, common_failures
 from optimizer._instances import InstanceSampling
-from optimizer._loop import TrialLoop
+from optimizer._loop import MAX_CONSECUTIVE_FAILURES, TrialLoop
 from optimizer._objective import Objective
 from optimizer._prompts import PromptPool
 from optimizer._racing import (
@@ -204,8 +204,7 @@ class Search(SearchSetup, TrialLoop, ConfirmStage):
         self._session: tuple[str, float] = ("", 0.0)
         self._session_saved = 0.0
         self._ends: list[TrialEnd] = []
-        self._failures = 0
-        self._last_error = ""
+        self._streak = FailureStreak(max(MAX_CONSECUTIVE_FAILURES, workers + 2))
         self._slots = Slots(workers)
         self._sample_ahead = False
         self._stopped_by = ""
@@ -288,6 +287,9 @@ class Search(SearchSetup, TrialLoop, ConfirmStage):
             exports=exports,
             objectives=self.objectives,
             failures=common_failures(study.get_trials(deepcopy=False)),
+            failed_by_cause=cause_counts(
+                [t for t in study.get_trials(deepcopy=False) if failed_run(t)]
+            ),
             best_runs=None if chosen is None else chosen.search,
             rejected=rejection_counts(study),
             fresh_runs=None if chosen is None else chosen.fresh,

@@ -53,12 +53,16 @@ class TrialEnd:
         state: ``COMPLETE``, ``PRUNED`` or ``FAIL``.
         values: Objective values of a complete trial.
         detail: The pruning reason or the error.
+        cause: A failed trial's short cause (see :func:`optimizer._failures.error_cause`).
+        transient: Whether the endpoint failed it and may answer later.
     """
 
     number: int
     state: TrialState
     values: tuple[float, ...] = ()
     detail: str = ""
+    cause: str = ""
+    transient: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class SearchSummary:
             max_tokens``, ``near-duplicate``...).
         fresh_runs: The best config's fresh runs, made after the confirm stage chose it
             (the figures to expect), or None before a confirm stage.
+        failed_by_cause: The study's failed trials counted by cause, most frequent first.
     """
 
     study: str
@@ -102,6 +107,7 @@ class SearchSummary:
     best_runs: ConfigRuns | None = None
     rejected: tuple[tuple[str, int], ...] = ()
     fresh_runs: ConfigRuns | None = None
+    failed_by_cause: tuple[tuple[str, int], ...] = ()
 
     @property
     def interrupted(self) -> bool:
@@ -169,6 +175,7 @@ def summary_dict(summary: SearchSummary) -> dict[str, Any]:
         "best_config": None if summary.best_config is None else config_to_dict(summary.best_config),
         "pareto": list(summary.pareto),
         "rejected_variants": dict(summary.rejected),
+        "failed_by_cause": dict(summary.failed_by_cause),
         "confirmations": [c.to_dict() for c in summary.confirmations],
         "exports": [str(p) for p in summary.exports],
         "objectives": list(summary.objectives),

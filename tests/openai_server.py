@@ -2,12 +2,15 @@
 
 It answers ``POST /v1/chat/completions`` and ``GET /v1/models`` from a thread pool, so calls
 really overlap. Answers come from a ``responder`` function; faults can be queued to be served
-to the next requests; every request is recorded with its start and end times.
+to the next requests, or come in bursts (:class:`Bursts`: an outage of all 503s, 429 with
+``Retry-After`` on every n-th call, connections cut mid-response); every request is recorded
+with its start and end times and the fault it got.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Fault", "OpenAIServer", "RecordedRequest", "default_responder"]
+__all__ = ["Bursts", "Fault", "OpenAIServer", "RecordedRequest", "default_responder"]
 
 Responder = Callable[[dict[str, Any]], "str | tuple[str, str]"]
 """Builds the answer text, or ``(text, finish_reason)`` (e.g. ``length``), from the body."""
@@ -44,7 +47,8 @@ class Fault:
         status: HTTP status to answer with (ignored for ``kind`` other than ``status``).
         kind: ``status`` (an error status with ``body``), ``delay`` (sleep ``seconds`` then answer
             normally), ``malformed`` (200 with a body that is not a completion), ``drop`` (close
-            the connection without answering).
+            the connection without answering), ``cut`` (send the headers and half the answer,
+            then close the connection).
         headers: Extra response headers (``retry-after``...).
         body: Response body for ``status``.
         seconds: Sleep for ``delay``.
@@ -58,14 +62,43 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Bursts:
+    """Faults that come by themselves, as from a struggling endpoint.
+
+    Calls are the chat requests in the order they arrive, counted from 1.
+
+    Attributes:
+        outage_after: Calls answered before the outage starts (None: no outage).
+        outage_seconds: How long every chat request then gets ``outage_status``.
+        outage_status: The status served during the outage.
+        throttle_every: Every n-th call gets 429 with ``Retry-After: retry_after`` (0: never).
+        retry_after: Seconds the 429s ask the client to wait.
+        cut_every: Every n-th call gets half an answer and a closed connection (0: never).
+    """
+
+    outage_after: int | None = None
+    outage_seconds: float = 30.0
+    outage_status: int = 503
+    throttle_every: int = 0
+    retry_after: float = 1.0
+    cut_every: int = 0
+
+
+@dataclass(frozen=True)
 class RecordedRequest:
-    """A request the server received."""
+    """A request the server received.
+
+    Attributes:
+        fault: The fault it got: ``""`` (answered), a :class:`Fault` kind, ``outage``,
+            ``throttle`` or ``cut``.
+    """
 
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
     started: float
     finished: float
+    fault: str = ""
 
 
 class OpenAIServer:
@@ -76,6 +109,7 @@ class OpenAIServer:
         latency: Seconds every chat completion takes.
         models: Model ids listed by ``GET /v1/models``.
         api_key: If set, requests without ``Authorization: Bearer <api_key>`` get 401.
+        bursts: Faults served by themselves (after any queued with :meth:`inject`).
     """
 
     def __init__(
@@ -85,13 +119,18 @@ class OpenAIServer:
         latency: float = 0.0,
         models: tuple[str, ...] = ("model-a", "model-b"),
         api_key: str | None = None,
+        bursts: Bursts = Bursts(),
     ) -> None:
         self.responder = responder
         self.latency = latency
         self.models = models
         self.api_key = api_key
         self.requests: list[RecordedRequest] = []
+        self.bursts = bursts
+        self.outages: list[tuple[float, float]] = []
+        """Outages served so far, as ``(start, end)`` in ``time.perf_counter()`` seconds."""
         self._faults: list[Fault] = []
+        self._calls = 0
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -116,6 +155,12 @@ class OpenAIServer:
         with self._lock:
             self._faults.extend(faults)
 
+    def outage(self, seconds: float) -> None:
+        """Starts an outage now: every chat request gets the outage status for ``seconds``."""
+        now = time.perf_counter()
+        with self._lock:
+            self.outages.append((now, now + seconds))
+
     def __enter__(self) -> OpenAIServer:
         self._thread.start()
         return self
@@ -124,9 +169,27 @@ class OpenAIServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self) -> tuple[Fault | None, str]:
+        """The fault for the next chat request and its name (see ``RecordedRequest.fault``)."""
+        bursts = self.bursts
         with self._lock:
-            return self._faults.pop(0) if self._faults else None
+            if self._faults:
+                fault = self._faults.pop(0)
+                return fault, fault.kind
+            self._calls += 1
+            now = time.perf_counter()
+            if bursts.outage_after is not None and self._calls == bursts.outage_after + 1:
+                self.outages.append((now, now + bursts.outage_seconds))
+            if any(start <= now < end for start, end in self.outages):
+                body = '{"error": {"message": "service unavailable (outage)"}}'
+                return Fault(bursts.outage_status, body=body), "outage"
+            if bursts.throttle_every and self._calls % bursts.throttle_every == 0:
+                headers = {"retry-after": f"{bursts.retry_after:g}"}
+                body = '{"error": {"message": "rate limited"}}'
+                return Fault(429, headers=headers, body=body), "throttle"
+            if bursts.cut_every and self._calls % bursts.cut_every == 0:
+                return Fault(kind="cut"), "cut"
+            return None, ""
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -149,6 +212,7 @@ class OpenAIServer:
             _started = 0.0
             _body: dict[str, Any] | None = None
             _recorded = False
+            _fault = ""
 
             def _record_once(self) -> None:
                 if not self._recorded:
@@ -160,10 +224,18 @@ class OpenAIServer:
                             self._body or {},
                             self._started,
                             time.perf_counter(),
+                            self._fault,
                         )
                     )
 
-            def _send(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self,
+                status: int,
+                body: str,
+                headers: dict[str, str] | None = None,
+                *,
+                cut: bool = False,
+            ) -> None:
                 data = body.encode()
                 self._record_once()
                 self.send_response(status)
@@ -172,7 +244,13 @@ class OpenAIServer:
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(data)
+                if not cut:
+                    self.wfile.write(data)
+                    return
+                self.wfile.write(data[: len(data) // 2])  # then hang up mid-answer
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
 
             def _authorized(self) -> bool:
                 if server.api_key is None:
@@ -181,6 +259,7 @@ class OpenAIServer:
 
             def do_GET(self) -> None:
                 self._started, self._body, self._recorded = time.perf_counter(), None, False
+                self._fault = ""
                 try:
                     if not self._authorized():
                         self._send(401, '{"error": {"message": "invalid api key"}}')
@@ -195,6 +274,7 @@ class OpenAIServer:
 
             def do_POST(self) -> None:
                 self._started, self._body, self._recorded = time.perf_counter(), None, False
+                self._fault = ""
                 length = int(self.headers.get("content-length", "0"))
                 self._body = body = json.loads(self.rfile.read(length) or b"{}")
                 try:
@@ -209,7 +289,7 @@ class OpenAIServer:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, '{"error": {"message": "not found"}}')
                     return
-                fault = server._next_fault()
+                fault, self._fault = server._next_fault()
                 if fault is not None and fault.kind == "drop":
                     self.close_connection = True
                     self._record_once()
@@ -245,7 +325,7 @@ class OpenAIServer:
                         "total_tokens": prompt_tokens + completion_tokens,
                     },
                 }
-                self._send(200, json.dumps(answer))
+                self._send(200, json.dumps(answer), cut=fault is not None and fault.kind == "cut")
 
         return Handler
 

@@ -470,6 +470,9 @@ def summary_lines(summary: SearchSummary) -> list[str]:
         f"tokens {spent.tokens:,}; estimated cost ${spent.cost:.4f}; "
         f"search time {_duration(spent.elapsed)}",
     ]
+    if summary.failed_by_cause:
+        shown = ", ".join(f"{count} {cause}" for cause, count in summary.failed_by_cause)
+        lines.append(f"Failed trials by cause: {shown}")
     if summary.stale:
         lines.append(
             "Marked failed (their worker had died): trials " + ", ".join(map(str, summary.stale))

@@ -71,7 +71,19 @@ class Completion:
 
 
 class ProviderError(Exception):
-    """A model call failed for good (after retries, or at once for a client error)."""
+    """A model call failed for good (after retries, or at once for a client error).
+
+    Args:
+        message: What failed, for the user.
+        cause: A short cause to count failures by (``HTTP 503``, ``timeout``...), or "".
+        transient: Whether the endpoint may answer later: retries of a 5xx, 429, timeout or
+            connection error ran out (a search pauses, rather than stops, on these).
+    """
+
+    def __init__(self, message: str, *, cause: str = "", transient: bool = False) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.transient = transient
 
 
 class Provider(abc.ABC):

@@ -263,7 +263,8 @@ class OpenAICompatProvider(Provider):
         except ValueError as error:  # JSONDecodeError is a ValueError
             raise ProviderError(
                 f"{self.name}: model {request.model!r}: malformed chat completion "
-                f"(HTTP {response.status_code}): {error}"
+                f"(HTTP {response.status_code}): {error}",
+                cause="malformed answer",
             ) from None
         return Completion(
             text=text,
@@ -313,21 +314,22 @@ class OpenAICompatProvider(Provider):
                 )
             except httpx.TimeoutException as error:
                 failure = f"timed out after {self.timeout:g} s ({type(error).__name__})"
-                headers = None
+                cause, headers = "timeout", None
             except httpx.TransportError as error:
                 failure = f"connection error ({type(error).__name__}: {error})"
-                headers = None
+                cause, headers = f"connection error ({type(error).__name__})", None
             else:
                 if response.is_success:
                     return response, retries
                 status = response.status_code
                 failure = f"HTTP {status}: {_server_message(response)}"
+                cause = f"HTTP {status}"
                 if not should_retry_status(status, response.headers):
-                    raise ProviderError(f"{what}: {failure}")
+                    raise ProviderError(f"{what}: {failure}", cause=cause)
                 headers = response.headers
             if remaining <= 0:
                 suffix = f" (after {retries} retries)" if retries else ""
-                raise ProviderError(f"{what}: {failure}{suffix}")
+                raise ProviderError(f"{what}: {failure}{suffix}", cause=cause, transient=True)
             delay = retry_delay(retries, headers, self.initial_retry_delay, self.max_retry_delay)
             log.info("%s: %s; retrying in %.2f s (%d left)", what, failure, delay, remaining)
             await asyncio.sleep(delay)

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ from conftest import SECRET
 from openai_server import OpenAIServer
 from search_helpers import KeywordGrader, keyword_task, seed_responder
 
+from graders._base import GradeResult, Task
 from optimizer._catalog import Catalog
 from optimizer._config import AgentSpec, MoAConfig
 from optimizer._evaluate import Evaluation, RunResult, evaluate, redact_secrets, write_transcript
@@ -196,3 +200,51 @@ def test_transcript_survives_hostile_text_and_redacts_encoded_secrets(
     assert "\ud800" in lines[-1]["answer"]  # kept, as a JSON escape in the file
     for form in [SECRET, *encoded]:
         assert form not in text
+
+
+class BlockingGrader(KeywordGrader):
+    """Holds every grading until ``release`` is set (a slow sandbox)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.waiting = 0
+        self._lock = threading.Lock()
+
+    def grade(self, response: str, task: Task) -> GradeResult:
+        with self._lock:
+            self.waiting += 1
+        assert self.release.wait(60), "never released"
+        return super().grade(response, task)
+
+
+def test_gradings_in_flight_leave_the_default_thread_pool_to_storage_writes() -> None:
+    # asyncio's default pool has min(32, cores + 4) threads; more gradings than that at once
+    # must not hold up the search's other thread work (storage writes, racing reads).
+    grader = BlockingGrader()
+    repeats = min(32, (os.cpu_count() or 1) + 4) + 2
+
+    async def main() -> tuple[int, int, Evaluation]:
+        with OpenAIServer(seed_responder) as server:
+            router = Router(base_url=server.base_url)
+            task = asyncio.create_task(
+                evaluate(
+                    config(), [keyword_task()], router, grader, repeats=repeats, catalog=CATALOG
+                )
+            )
+            deadline = time.monotonic() + 20  # a generous bound, not a timing assert
+            while grader.waiting < repeats and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            in_flight = grader.waiting
+            # every grading is in flight and blocked: a storage write still gets a thread
+            try:
+                written = await asyncio.wait_for(asyncio.to_thread(lambda: 7), timeout=20)
+            finally:
+                grader.release.set()
+            evaluation = await task
+            await router.aclose()
+            return in_flight, written, evaluation
+
+    in_flight, written, evaluation = asyncio.run(main())
+    assert in_flight == repeats
+    assert written == 7
+    assert len(evaluation.runs) == repeats

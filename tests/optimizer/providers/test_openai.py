@@ -319,3 +319,47 @@ def test_retryable_statuses() -> None:
         s for s in (400, 401, 403, 404, 408, 409, 422, 429, 500, 503) if should_retry_status(s, {})
     ]
     assert retried == [408, 409, 429, 500, 503]
+
+
+def test_an_outage_shorter_than_the_backoff_is_waited_out() -> None:
+    with OpenAIServer() as server:
+        server.outage(0.6)
+        # backoff 0.2, 0.4, 0.8 s: the third retry comes after the outage
+        p = provider(server, max_retries=4, initial_retry_delay=0.2, max_retry_delay=1.0)
+        completion = complete(p)
+        requests = server.chat_requests
+        ((_, end),) = server.outages
+    assert completion.text.startswith("[model-a")
+    assert [r.fault for r in requests] == ["outage"] * (len(requests) - 1) + [""]
+    assert completion.retries == len(requests) - 1 >= 2
+    assert requests[-1].started >= end
+
+
+def test_an_outage_longer_than_the_backoff_fails_with_a_countable_transient_cause() -> None:
+    with OpenAIServer() as server:
+        server.outage(60.0)
+        with pytest.raises(ProviderError) as raised:
+            complete(provider(server))
+        assert [r.fault for r in server.chat_requests] == ["outage"] * 3
+    assert str(raised.value).endswith("HTTP 503: service unavailable (outage) (after 2 retries)")
+    assert (raised.value.cause, raised.value.transient) == ("HTTP 503", True)
+
+
+def test_a_connection_cut_mid_answer_is_retried_then_fails_as_transient() -> None:
+    with OpenAIServer() as server:
+        server.inject(Fault(kind="cut"))
+        assert complete(provider(server)).retries == 1
+        server.inject(Fault(kind="cut"))
+        with pytest.raises(ProviderError) as raised:
+            complete(provider(server, max_retries=0))
+        assert [r.fault for r in server.chat_requests] == ["cut", "", "cut"]
+    assert raised.value.cause == "connection error (RemoteProtocolError)"
+    assert raised.value.transient
+
+
+def test_a_client_error_is_not_transient() -> None:
+    with OpenAIServer() as server:
+        server.inject(Fault(400))
+        with pytest.raises(ProviderError) as raised:
+            complete(provider(server))
+    assert (raised.value.cause, raised.value.transient) == ("HTTP 400", False)
