@@ -27,7 +27,7 @@ from graders._base import Task
 from optimizer._best import BEST_ATTR, FRESH_ATTR, FRESH_FIRST_REPEAT, fresh_runs
 from optimizer._catalog import Catalog
 from optimizer._config import config_from_dict
-from optimizer._evaluate import evaluate, write_transcript
+from optimizer._evaluate import Evaluation, evaluate, write_transcript
 from optimizer._objective import Objective, transcript_path, worker_id
 from optimizer._racing import RUNS_ATTR, ConfigRuns, rank_key, study_runs
 from optimizer._space import SearchSpace
@@ -206,7 +206,7 @@ class ConfirmStage:
         return found
 
     def _keep(self, study: optuna.Study, path: Path, evaluation: Evaluation) -> None:
-        """Writes a transcript; a failure to is reported, and the runs still count."""
+        """Writes a transcript; a failure is reported and the runs still count."""
         try:
             write_transcript(path, evaluation)
         except OSError as error:
