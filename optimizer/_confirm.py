@@ -148,42 +148,15 @@ class ConfirmStage:
             self._notify(study, 0, f"confirm stage left to the worker that claimed it ({other})")
             return []
         gate = asyncio.Semaphore(self.workers)
-        seed = self.seed or 0
 
         async def one(runs: ConfigRuns) -> None:
             missing = self.confirm_repeats - runs.n
             if missing <= 0:
                 return
-            number = min(runs.trials)
-            config = config_from_dict(runs.config, f"trial {number}")
             async with gate:
-                self._notify(study, 0, f"confirming the config of trial {number}")
+                self._notify(study, 0, f"confirming the config of trial {min(runs.trials)}")
                 first = self.objective.reserve(runs, missing)
-                try:
-                    evaluation = await evaluate(
-                        config,
-                        self.tasks,
-                        self.router,
-                        self.objective.grader,
-                        repeats=missing,
-                        seed=seed,
-                        first=first,
-                        catalog=self.catalog,
-                    )
-                except Exception as error:  # report the others
-                    self._notify(study, 0, f"confirming trial {number} failed: {error}")
-                    return
-            path = transcript_path(self.study_dir, number)
-            self._keep(study, path.with_name(f"{number}-confirm-{first}.jsonl"), evaluation)
-            record = {
-                "config": runs.config,
-                "repeats": list(evaluation.repeat_indices),
-                "scores": list(evaluation.scores),
-                "max_score": evaluation.max_score,
-                "tokens": evaluation.prompt_tokens + evaluation.completion_tokens,
-                "cost": evaluation.cost,
-            }
-            await asyncio.to_thread(study.set_user_attr, f"{RUNS_ATTR}:{runs.key}:{first}", record)
+                await self._more_runs(study, runs, missing, first, RUNS_ATTR)
 
         candidates = self._candidates(study)
         tasks = [asyncio.create_task(one(c)) for c in candidates]
@@ -216,33 +189,42 @@ class ConfirmStage:
         """Runs the chosen config ``confirm_repeats`` fresh times (see optimizer/_confirm.py)."""
         known = fresh_runs(study, chosen)
         first = max(FRESH_FIRST_REPEAT, known.next_repeat() if known else 0)
-        number = min(chosen.trials)
-        self._notify(study, 0, f"confirming trial {number}'s config on fresh runs")
+        self._notify(study, 0, f"confirming trial {min(chosen.trials)}'s config on fresh runs")
+        await self._more_runs(study, chosen, self.confirm_repeats, first, FRESH_ATTR)
+
+    async def _more_runs(
+        self, study: optuna.Study, runs: ConfigRuns, count: int, first: int, kind: str
+    ) -> None:
+        """Runs ``runs``' config ``count`` times from repeat ``first``, stored as the study
+        attr ``<kind>:<key>:<first>`` (``runs`` pool with the search's runs, ``fresh`` not).
+        """
+        number = min(runs.trials)
         try:
             evaluation = await evaluate(
-                config_from_dict(chosen.config, f"trial {number}"),
+                config_from_dict(runs.config, f"trial {number}"),
                 self.tasks,
                 self.router,
                 self.objective.grader,
-                repeats=self.confirm_repeats,
+                repeats=count,
                 seed=self.seed or 0,
                 first=first,
                 catalog=self.catalog,
             )
-        except Exception as error:  # the summary says it is not confirmed
-            self._notify(study, 0, f"confirming trial {number} on fresh runs failed: {error}")
+        except Exception as error:  # the others go on; without fresh runs, not confirmed
+            self._notify(study, 0, f"confirming trial {number} ({kind} runs) failed: {error}")
             return
+        label = "confirm" if kind == RUNS_ATTR else kind
         path = transcript_path(self.study_dir, number)
-        self._keep(study, path.with_name(f"{number}-fresh-{first}.jsonl"), evaluation)
+        self._keep(study, path.with_name(f"{number}-{label}-{first}.jsonl"), evaluation)
         record = {
-            "config": chosen.config,
+            "config": runs.config,
             "repeats": list(evaluation.repeat_indices),
             "scores": list(evaluation.scores),
             "max_score": evaluation.max_score,
             "tokens": evaluation.prompt_tokens + evaluation.completion_tokens,
             "cost": evaluation.cost,
         }
-        await asyncio.to_thread(study.set_user_attr, f"{FRESH_ATTR}:{chosen.key}:{first}", record)
+        await asyncio.to_thread(study.set_user_attr, f"{kind}:{runs.key}:{first}", record)
 
 
 def _confirm_spend(study: optuna.Study) -> dict[str, tuple[int, float]]:
