@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
@@ -306,6 +307,8 @@ class TrialLoop:
             _fail(study, trial, detail)
             self._ends.append(TrialEnd(trial.number, TrialState.FAIL, detail=detail))
             raise
+        except UpdateFinishedTrialError:  # another worker failed it (heartbeat lost)
+            return await asyncio.to_thread(_late, study, trial.number)
         except Exception as error:  # a failed trial must not end the search
             detail, cause = f"{type(error).__name__}: {error}", error_cause(error)
             transient = isinstance(error, ProviderError) and error.transient
@@ -314,10 +317,12 @@ class TrialLoop:
         finally:
             self._slots.release(claim)
         try:
-            await asyncio.to_thread(study.tell, trial, values)
+            told = await asyncio.to_thread(study.tell, trial, values, skip_if_finished=True)
         except asyncio.CancelledError:  # the tell goes on in its thread
             self._ends.append(TrialEnd(trial.number, TrialState.COMPLETE, tuple(values)))
             raise
+        if told.state != TrialState.COMPLETE:  # another worker failed it (heartbeat lost)
+            return _late(study, trial.number)
         return TrialEnd(trial.number, TrialState.COMPLETE, tuple(values))
 
     @contextlib.asynccontextmanager
@@ -368,6 +373,13 @@ def _ask(study: optuna.Study) -> optuna.Trial:
         trial = study.ask()
     trial.set_user_attr("worker", worker_id())
     return trial
+
+
+def _late(study: optuna.Study, number: int) -> TrialEnd:
+    """A trial another worker finished (failed, its heartbeat lost) before this one could."""
+    trial = study.get_trials(deepcopy=False)[number]
+    why = trial.user_attrs.get("error", "failed by another worker")
+    return TrialEnd(number, trial.state, detail=f"{why}; its result came late")
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, error: str, cause: str = "") -> None:

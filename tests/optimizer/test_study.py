@@ -94,13 +94,14 @@ def search(
     study: str = "smoke",
     baselines: list[tuple[str, MoAConfig]] | None = None,
     seen: list[Status] | None = None,
+    url: str | None = None,
     **options: Any,
 ) -> Search:
     runs = tmp_path / "runs"
     return Search(
         space or smoke(),
         study_name=study,
-        storage=open_storage(study, runs_dir=runs),
+        storage=open_storage(study, url, runs_dir=runs),
         study_dir=runs / study,
         tasks=[keyword_task("kw")],
         grader=KeywordGrader(),
@@ -116,9 +117,9 @@ def run(search: Search) -> SearchSummary:
     return asyncio.run(search.run())
 
 
-def load(tmp_path: Path, study: str = "smoke") -> optuna.Study:
+def load(tmp_path: Path, study: str = "smoke", url: str | None = None) -> optuna.Study:
     return optuna.load_study(
-        study_name=study, storage=open_storage(study, runs_dir=tmp_path / "runs")
+        study_name=study, storage=open_storage(study, url, runs_dir=tmp_path / "runs")
     )
 
 
@@ -293,6 +294,31 @@ def test_a_resumed_study_rejects_another_space(tmp_path: Path) -> None:
         run(
             search(tmp_path, server, smoke(repeats=3), budget=Budget(trials=2))
         )  # repeats may change
+
+
+def test_a_trial_another_worker_failed_meanwhile_does_not_stop_the_search(tmp_path: Path) -> None:
+    # a partition: another worker took this one for dead and failed its trial 1 mid-run
+    failed: list[int] = []
+    url = f"sqlite:///{tmp_path / 'study.db'}"  # a database: heartbeats need one
+
+    def respond(body: dict[str, Any]) -> str:
+        study = load(tmp_path, url=url)
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        if not failed and any(t.number == 1 for t in running):
+            failed.append(1)
+            other = study.trials[1]
+            study._storage.set_trial_user_attr(other._trial_id, "error", "heartbeat lost (x:1)")
+            study._storage.set_trial_state_values(other._trial_id, TrialState.FAIL)
+        return seed_responder(body)
+
+    with OpenAIServer(respond) as server:
+        summary = run(search(tmp_path, server, budget=Budget(trials=3), url=url))
+    assert failed == [1]
+    study = load(tmp_path, url=url)
+    assert study.trials[1].state == TrialState.FAIL
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3  # the budget still ran
+    late = [e for e in summary.session_trials if e.number == 1]
+    assert late and late[0].detail == "heartbeat lost (x:1); its result came late"
 
 
 def test_trials_left_running_by_a_dead_process_are_failed_on_resume(tmp_path: Path) -> None:
