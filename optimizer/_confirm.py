@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from graders._base import Task
 from optimizer._best import BEST_ATTR, FRESH_ATTR, FRESH_FIRST_REPEAT, fresh_runs
+from optimizer._budget import _number
 from optimizer._catalog import Catalog
 from optimizer._config import config_from_dict
 from optimizer._evaluate import Evaluation, evaluate, write_transcript
@@ -235,8 +236,8 @@ def _confirm_spend(study: optuna.Study) -> dict[str, tuple[int, float]]:
         if len(parts) == 3 and parts[0] == RUNS_ATTR and isinstance(value, dict):
             tokens, cost = spend.get(parts[1], (0, 0.0))
             spend[parts[1]] = (
-                tokens + int(_number(value, "tokens")),
-                cost + _number(value, "cost"),
+                tokens + int(_number(value.get("tokens"))),
+                cost + _number(value.get("cost")),
             )
     return spend
 
@@ -259,11 +260,6 @@ def _claim(study: optuna.Study) -> str | None:
                 return f"{worker.get('host')}:{worker.get('pid')}"
         study.set_user_attr(CLAIM_ATTR, {"trials": finished, "worker": me})
     return None
-
-
-def _number(record: dict[str, Any], name: str) -> float:
-    value = record.get(name)
-    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def _confirmation(runs: ConfigRuns, spend: tuple[int, float]) -> Confirmation:

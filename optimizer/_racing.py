@@ -218,6 +218,7 @@ class ConfigRuns:
 
     def stats(self) -> dict[str, Any]:
         """Returns the statistics as JSON-ready data."""
+        low, high = self.interval
         return {
             "config_key": self.key,
             "trials": list(self.trials),
@@ -226,8 +227,8 @@ class ConfigRuns:
             "std": self.std,
             "lcb": self.lcb,
             "ucb": self.ucb,
-            "ci_low": self.interval[0],
-            "ci_high": self.interval[1],
+            "ci_low": low,
+            "ci_high": high,
             "prior_std": self.prior,
             "best_single_run": self.best,
             "max_rate": self.max_rate,

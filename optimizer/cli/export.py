@@ -61,10 +61,6 @@ def handle(args: argparse.Namespace) -> int:
     for line in validation_lines(validations(study)):
         print(line, file=sys.stderr)
     for exported in chosen:
-        mean = "" if exported.mean is None else f" mean {exported.mean:.4g}"
-        if exported.repeats is not None:
-            mean += f" over {exported.repeats} repeats"
-        source = " (confirmed)" if exported.confirmed else ""
         if exported.runs is not None:
             runs, (low, high) = exported.runs.runs, exported.runs.runs.interval
             kind = "fresh runs" if exported.runs.confirmed else "search runs (not confirmed)"
@@ -73,6 +69,11 @@ def handle(args: argparse.Namespace) -> int:
                 f"[{low:.4g}, {high:.4g}], best single run {exported.runs.best_single_run:.4g}"
             )
             source = ""
+        else:
+            mean = "" if exported.mean is None else f" mean {exported.mean:.4g}"
+            if exported.repeats is not None:
+                mean += f" over {exported.repeats} repeats"
+            source = " (confirmed)" if exported.confirmed else ""
         values = ", ".join(f"{v:.4g}" for v in exported.values)
         print(f"trial {exported.trial}: values {values};{mean}{source}", file=sys.stderr)
         lost = workshop_losses(exported.config) if fmt == "workshop" else []
