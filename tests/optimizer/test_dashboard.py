@@ -20,6 +20,7 @@ from conftest import strict
 from moa_cli import ROOT, moa_opt
 from openai_server import OpenAIServer
 from optuna.trial import TrialState
+from optuna_dashboard._serializer import MAX_ATTR_LENGTH
 from search_helpers import seed_responder
 
 from optimizer._storage import open_storage
@@ -99,7 +100,9 @@ def read_back(url: str, study: optuna.Study) -> None:
         assert shown["state"] == "Complete"
         assert shown["values"] == trial.values
         attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
-        assert json.loads(attrs["config"]) == trial.user_attrs["config"]
+        # The dashboard cuts JSON-encoded attrs at MAX_ATTR_LENGTH characters.
+        config = json.dumps(trial.user_attrs["config"])
+        assert attrs["config"] == config[:MAX_ATTR_LENGTH] and attrs["config"].startswith('{"main"')
         assert float(attrs["mean"]) == trial.user_attrs["mean"]
         assert attrs["transcript"] == trial.user_attrs["transcript"]
         assert attrs["transcript"].startswith("runs/dash/trials/")

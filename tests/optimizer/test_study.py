@@ -9,6 +9,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -391,17 +392,26 @@ def test_a_first_sigint_lets_in_flight_trials_finish(tmp_path: Path) -> None:
 
 def test_a_second_sigint_stops_at_once_and_marks_in_flight_trials_failed(tmp_path: Path) -> None:
     sent: list[int] = []
+    seen: list[Status] = []
+    signalling = threading.Lock()  # one server thread at a time
 
     def interrupting(body: dict[str, Any]) -> str:
         layer = not system_prompt(body).startswith(("You are", "Combine"))
-        if len(server.chat_requests) >= 3 and (sent or layer) and len(sent) < 2:
-            sent.append(len(server.chat_requests))  # a layer call, then its trial's next call
-            os.kill(os.getpid(), signal.SIGINT)
+        with signalling:
+            if len(server.chat_requests) >= 3 and (sent or layer) and len(sent) < 2:
+                # two SIGINTs sent at once merge into one (asyncio reads them as one), as two
+                # Ctrl-C a person types do not: the second waits for the first one's notice
+                while sent and not any("Ctrl-C" in s.message for s in seen):
+                    time.sleep(0.01)
+                sent.append(len(server.chat_requests))  # a layer call, then its trial's next
+                os.kill(os.getpid(), signal.SIGINT)
         return seed_responder(body)
 
     space = smoke(cycles=1, repeats=1)
     with OpenAIServer(interrupting, latency=0.2) as server:
-        summary = run(search(tmp_path, server, space, budget=Budget(trials=50), workers=2))
+        summary = run(
+            search(tmp_path, server, space, budget=Budget(trials=50), workers=2, seen=seen)
+        )
     assert summary.stopped_by == "interrupt (SIGINT)" and summary.interrupted
     assert len(sent) == 2
     study = load(tmp_path)
