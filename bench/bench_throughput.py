@@ -7,13 +7,16 @@ with W workers in all, in P search processes (W / P workers each) joining one st
 process on the default journal file, several on ``--storage`` (PostgreSQL) or, without it, on
 the journal file too. Every process
 imports, warms its sandbox and connection pool with a 2-trial search of its own first, then all
-start together. Measured in the same run: trials per minute; the CPU seconds per trial of the
-search processes and their sandbox processes (``getrusage``); the model calls per trial (the
-server's count). The ceilings:
+start together. Measured in the same run: trials per minute; the CPU seconds per trial that
+the row cost the machine (``/proc/stat``'s busy time, less the loopback server's own CPU and
+the machine's background rate measured just before the row); the model calls per trial (the
+server's count). ``getrusage`` of the search processes and their children is printed beside
+it: it misses the sandboxed processes, which run in their own PID namespace (bubblewrap's
+``--unshare-pid``) and are never reaped by a process we wait for. The ceilings:
 
 - endpoint: the concurrency the searches may use (16 per process, the default limit of a
   ``--base-url`` endpoint) / (latency x calls per trial);
-- machine: cores / CPU seconds per trial;
+- machine: cores / machine CPU seconds per trial;
 - workers: W x the trials per second of one worker in one process (the first row).
 
 The ratio is trials per second over the lowest of the three (target: 0.8 at 16 workers).
@@ -65,14 +68,15 @@ CONCURRENCY = Limits().max_concurrency
 
 
 def _serve(latency: float, connection: Connection) -> None:
-    """The loopback server; answers ``count`` with its chat requests so far."""
+    """The loopback server; answers ``count`` with its chat requests so far and its CPU."""
     sys.path.insert(0, str(ROOT / "tests" / "graders"))
     from bench_search import code_responder
 
     with OpenAIServer(code_responder, latency=latency) as server:
         connection.send(server.base_url)
         while connection.recv() == "count":
-            connection.send(len(server.chat_requests))
+            used = resource.getrusage(resource.RUSAGE_SELF)
+            connection.send((len(server.chat_requests), used.ru_utime + used.ru_stime))
 
 
 @contextlib.contextmanager
@@ -89,9 +93,26 @@ def loopback_server(latency: float) -> Iterator[tuple[str, Connection]]:
         process.join(timeout=10)
 
 
-def _calls(pipe: Connection) -> int:
+def _server(pipe: Connection) -> tuple[int, float]:
+    """The loopback server's chat requests so far, and its CPU seconds."""
     pipe.send("count")
-    return int(pipe.recv())
+    calls, cpu = pipe.recv()
+    return int(calls), float(cpu)
+
+
+def _busy() -> float:
+    """CPU seconds the whole machine has been busy (``/proc/stat``: not idle, iowait, steal)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq = stat.readline().split()[1:8]
+    ticks = sum(int(field) for field in (user, nice, system, irq, softirq))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _background(seconds: float = 2.0) -> float:
+    """Cores the machine keeps busy while nothing of ours runs."""
+    before = _busy()
+    time.sleep(seconds)
+    return (_busy() - before) / seconds
 
 
 def _cpu() -> float:
@@ -170,15 +191,23 @@ def _worker(
 
 @dataclass(frozen=True)
 class Row:
-    """One measured configuration."""
+    """One measured configuration.
+
+    Attributes:
+        cpu: Machine CPU seconds of the row (less the server's and the background's).
+        rusage: CPU seconds ``getrusage`` saw in the search processes and their children.
+        background: Cores the machine kept busy just before the row.
+    """
 
     workers: int
     processes: int
     trials: int
     wall: float
     cpu: float
+    rusage: float
     calls: int
     load: tuple[float, float]
+    background: float
 
     @property
     def rate(self) -> float:
@@ -212,20 +241,27 @@ def measure(
         children.append(process)
     for parent in pipes:
         assert parent.recv() == "ready"
-    calls, load = _calls(pipe), os.getloadavg()[0]
+    background = _background()
+    (calls, served), load = _server(pipe), os.getloadavg()[0]
+    began, busy = time.monotonic(), _busy()
     start.set()
     reports = [parent.recv() for parent in pipes]
+    busy, took = _busy() - busy, time.monotonic() - began
+    calls_after, served_after = _server(pipe)
+    calls, served = calls_after - calls, served_after - served
     for process in children:
         process.join()
-    calls = _calls(pipe) - calls
     opened = open_storage(study, storage, runs_dir=runs)
     loaded = optuna.load_study(study_name=study, storage=opened)
     done = len(loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if storage is not None:
         optuna.delete_study(study_name=study, storage=opened)
     wall = max(r[1] for r in reports) - min(r[0] for r in reports)
-    cpu = sum(r[2] for r in reports)
-    return Row(workers, processes, done, wall, cpu, calls, (load, os.getloadavg()[0]))
+    rusage = sum(r[2] for r in reports)
+    cpu = busy - served - background * took
+    return Row(
+        workers, processes, done, wall, cpu, rusage, calls, (load, os.getloadavg()[0]), background
+    )
 
 
 def scaling(args: argparse.Namespace) -> int:
@@ -249,10 +285,11 @@ def scaling(args: argparse.Namespace) -> int:
         "ceilings in trials/min\n"
     )
     print(
-        "| workers | processes | storage | trials/min | CPU ms/trial | calls/trial "
-        "| workers ceiling | endpoint ceiling | machine ceiling | ratio | load avg |"
+        "| workers | processes | storage | trials/min | CPU ms/trial | getrusage ms/trial "
+        "| calls/trial | workers ceiling | endpoint ceiling | machine ceiling | ratio "
+        "| background cores | load avg |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         per_call = row.calls / row.trials
         cpu = row.cpu / row.trials
@@ -264,9 +301,10 @@ def scaling(args: argparse.Namespace) -> int:
         storage = "journal" if row.processes == 1 or not args.storage else "postgresql"
         print(
             f"| {row.workers} | {row.processes} | {storage} | {row.rate * 60:.0f} "
-            f"| {cpu * 1000:.0f} | {per_call:.1f} | "
+            f"| {cpu * 1000:.0f} | {row.rusage / row.trials * 1000:.0f} | {per_call:.1f} | "
             + " | ".join(f"{c * 60:.0f}" for c in ceilings)
-            + f" | {row.rate / min(ceilings):.2f} | {row.load[0]:.1f} → {row.load[1]:.1f} |"
+            + f" | {row.rate / min(ceilings):.2f} | {row.background:.2f} "
+            f"| {row.load[0]:.1f} → {row.load[1]:.1f} |"
         )
     return 0
 
