@@ -15,7 +15,9 @@ failed, the idea behind GEPA) and crossover (of two strong prompts). The new gen
 the best existing prompts (elites) plus the new variants.
 
 A variant is an instruction, not an answer. A mutator answer cut off by max_tokens (finish
-reason ``length``) is asked again once with twice the room, then rejected; one that defines
+reason ``length``) is asked again once with twice the room, then rejected; of an answer that
+wraps the prompt in chatter, only the marked prompt is kept, and one that still starts with
+chatter ("Certainly! ...") is rejected; one that defines
 the task's function (``def <function_name>(``) or is mostly code is rejected unless the space
 sets ``mutation.allow_code``; one without exactly one ``{helper_response}`` or too similar to
 a prompt the role already has (``difflib`` ratio at least :data:`NEAR_DUPLICATE`) is dropped.
@@ -446,13 +448,43 @@ class PromptPool:
         return not _claim_active(claim, self.claim_ttl)
 
 
+_MARKER = re.compile(r"^[ \t]*<{2,3}[ \t]*$", flags=re.MULTILINE)
+_END_MARKER = re.compile(r"^[ \t]*>{2,3}[ \t]*$", flags=re.MULTILINE)
+_LABEL = re.compile(
+    r"^[ \t#*]*(?:new|improved|updated|combined|rewritten)?[ \t]*prompt[ \t]*(?:\*\*)?:"
+    r"[ \t*]*\n",
+    flags=re.IGNORECASE | re.MULTILINE,
+)
+_CHATTER = re.compile(
+    r"^\W*(certainly|sure|of course|absolutely|here(?:'s| is| are)|below is)\b",
+    flags=re.IGNORECASE,
+)
+
+
+def _marked(text: str) -> str:
+    """The prompt inside the answer's last ``<<<`` block or after its last ``PROMPT:`` label.
+
+    Small mutators often wrap the prompt in chatter ("Certainly! Here's the updated prompt:")
+    and keep the markers of the quoted prompt, sometimes without the closing one.
+    """
+    opened = list(_MARKER.finditer(text))
+    if opened:
+        inner = text[opened[-1].end() :]
+        closed = _END_MARKER.search(inner)
+        return inner[: closed.start()] if closed else inner
+    labels = list(_LABEL.finditer(text))
+    return text[labels[-1].end() :] if labels else text
+
+
 def clean_prompt(text: str, max_chars: int = MAX_PROMPT_CHARS) -> str | None:
     """Tidies a mutator's answer into a prompt, or returns None if nothing usable is left.
 
-    Strips reasoning blocks, code fences, quotes and markers; keeps the literal
-    ``{helper_response}`` (appended if missing) and caps the length at ``max_chars``.
+    Strips reasoning blocks, chatter around a marked prompt, code fences, quotes and markers;
+    keeps the literal ``{helper_response}`` (appended if missing) and caps the length at
+    ``max_chars``.
     """
     text = re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL).strip()
+    text = _marked(text).strip()
     fence = re.fullmatch(r"```[\w-]*\n(.*?)\n?```", text, flags=re.DOTALL)
     if fence:
         text = fence.group(1).strip()
@@ -493,6 +525,8 @@ def prompt_problem(text: str, function_name: str | None, *, allow_code: bool = F
     count = text.count(HELPER_RESPONSE)
     if count != 1:
         return f"holds {HELPER_RESPONSE} {count} times (expected once)"
+    if _CHATTER.match(text):
+        return "a reply to the mutator (it starts with chatter), not an instruction"
     if allow_code:
         return None
     if function_name and re.search(rf"\bdef\s+{re.escape(function_name)}\s*\(", text):

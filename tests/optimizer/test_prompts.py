@@ -68,6 +68,35 @@ def test_clean_prompt_keeps_or_appends_the_placeholder() -> None:
     assert clean_prompt("{helper_response}") is None
 
 
+def test_clean_prompt_keeps_only_the_marked_prompt_of_a_chatty_answer() -> None:
+    # answers the embedded 1.5B mutator gave in a 40-trial study
+    unclosed = (
+        "Certainly! Here's the updated system prompt with additional checks:\n\n---\n\n"
+        "PROMPT:\n<<<\nYou are a helpful assistant. Please implement it. {helper_response}"
+    )
+    assert (
+        clean_prompt(unclosed)
+        == "You are a helpful assistant. Please implement it. {helper_response}"
+    )
+    closed = (
+        "Certainly! Below is the improved version of the prompt.\n\n### Improved Prompt\n\n"
+        "**PROMPT**:\n<<\nCheck the drafts against the task.\n{helper_response}\n>>\n\n"
+        "This prompt will help the assistant."
+    )
+    assert clean_prompt(closed) == "Check the drafts against the task.\n{helper_response}"
+    labelled = "Sure! Here is the new prompt:\n\nNew prompt:\nList the edge cases first."
+    assert clean_prompt(labelled) == "List the edge cases first.\n\n{helper_response}"
+
+
+def test_an_answer_that_starts_with_chatter_is_not_a_prompt() -> None:
+    for chatter in ("Certainly! Write the function.", "Here's a better prompt: be brief."):
+        text = clean_prompt(chatter)
+        assert text is not None and prompt_problem(text, None) == (
+            "a reply to the mutator (it starts with chatter), not an instruction"
+        )
+    assert prompt_problem("Here, the edge cases matter. {helper_response}", None) is None
+
+
 def test_clean_prompt_caps_the_length_and_keeps_the_placeholder() -> None:
     long = "word " * 2000 + "{helper_response}"
     text = clean_prompt(long)
