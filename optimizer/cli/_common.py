@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = [
     "nonnegative_int",
     "positive_int",
     "require_sandbox",
+    "run_folder",
     "warn_unknown_models",
 ]
 
@@ -121,6 +123,24 @@ def build_router(args: argparse.Namespace) -> Router:
         max_retries=args.max_retries,
         limits={name: value for name, value in flags.items() if value is not None},
     )
+
+
+def run_folder(parent: Path) -> Path:
+    """Creates and returns a new folder ``parent/<date>-<time>``, suffixed if that exists.
+
+    Two runs started in the same second (say, two ``reproduce`` at once) get folders of
+    their own, so neither overwrites the other's files.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for number in range(1, 1000):
+        folder = parent / (stamp if number == 1 else f"{stamp}-{number}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise UserError(f"{parent}: 999 runs this second; remove some folders")
 
 
 def positive_int(text: str) -> int:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from optimizer.cli._common import (
     choose_task,
     positive_int,
     require_sandbox,
+    run_folder,
     warn_unknown_models,
 )
 from optimizer.providers import Router
@@ -126,7 +126,7 @@ def handle(args: argparse.Namespace) -> int:
     for warning in context_warnings(configs, tasks, catalog):
         err.print(f"[yellow]warning:[/] may not fit: {warning}", highlight=False)
     results = asyncio.run(_run(configs, tasks, grader, catalog, args, err))
-    folder = REPRODUCE_DIR / time.strftime("%Y%m%d-%H%M%S")
+    folder = run_folder(REPRODUCE_DIR)
     for number, result in enumerate(results):
         extra = {"reproduce": result.name, "task": chosen.location}
         write_transcript(

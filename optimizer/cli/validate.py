@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from optimizer.cli._common import (
     console,
     positive_int,
     require_sandbox,
+    run_folder,
 )
 from optimizer.cli.search import DEFAULT_BASELINE
 
@@ -269,7 +269,7 @@ def _from_config(args: argparse.Namespace) -> Target:
         raise UserError(f"--task: {error}") from None
     seed = 0 if args.split_seed is None else args.split_seed
     split = make_split([task.name for task in suite], args.dev_size, seed)
-    folder = VALIDATE_DIR / time.strftime("%Y%m%d-%H%M%S")
+    folder = run_folder(VALIDATE_DIR)
 
     def store(record: dict[str, Any]) -> str:
         path = folder / "result.json"

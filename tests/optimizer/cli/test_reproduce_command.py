@@ -144,6 +144,9 @@ def test_rerun_is_cached_and_gives_the_same_scores(
     assert len(code_server.chat_requests) == requests == 4 * 2
     assert second["scores"] == first["scores"]
     assert second["cache_hits"] == second["calls"] == 8
+    # each run keeps its own transcripts, even when both ran within one second
+    folders = sorted((tmp_path / "runs" / "reproduce").iterdir())
+    assert len(folders) == 2 and all((f / "0-c.jsonl").is_file() for f in folders)
     scores = first["scores"]
     assert scores[0] == scores[2] and scores[1] == scores[3] and scores[0] > scores[1]
     assert first["max_score"] == 120 and len(first["test_pass_rates"]) == 11
