@@ -40,7 +40,7 @@ from optimizer.cli._common import (
     require_sandbox,
     run_folder,
 )
-from optimizer.cli.search import DEFAULT_BASELINE
+from optimizer.cli.search import DEFAULT_BASELINE, check_task
 
 __all__ = [
     "INTERVALS",
@@ -123,9 +123,11 @@ class Target:
         tasks: The problems of the chosen split.
         grader: The suite's grader.
         label: How ``found`` is named in messages (``trial 3``, a file name).
+        location: The suite, as the user gave it or the study names it.
         source: Where ``found`` comes from, for the record and transcripts.
-        folder: Where the transcripts go.
-        store: Keeps the record (without runs); returns where, for the user.
+        folder: Where the transcripts go, or None for a new folder under ``runs/validate``.
+        store: Keeps the record (without runs) beside the transcripts; returns where, for
+            the user.
     """
 
     found: MoAConfig
@@ -133,9 +135,10 @@ class Target:
     tasks: tuple[Task, ...]
     grader: BaseGrader
     label: str
+    location: str
     source: dict[str, Any]
-    folder: Path
-    store: Callable[[dict[str, Any]], str]
+    folder: Path | None
+    store: Callable[[dict[str, Any], Path], str]
 
 
 def best_config(study: optuna.Study) -> tuple[int, MoAConfig]:
@@ -164,6 +167,7 @@ def handle(args: argparse.Namespace) -> int:
     """Runs the command."""
     target = _from_config(args) if args.config is not None else _from_study(args)
     require_sandbox(target.grader)
+    check_task(target.tasks, target.grader, target.location)
     err = console(stderr=True)
     err.print(
         f"validating {target.label} on {len(target.tasks)} {args.split} problems, "
@@ -171,9 +175,10 @@ def handle(args: argparse.Namespace) -> int:
         highlight=False,
     )
     rows = asyncio.run(_run(target.found, target.workshop, target.tasks, target.grader, args))
+    folder = target.folder or run_folder(VALIDATE_DIR)
     for row in rows:
         write_transcript(
-            target.folder / f"{args.split}-{row.config}.jsonl",
+            folder / f"{args.split}-{row.config}.jsonl",
             row.evaluation,
             {"validate": args.split, "config_name": row.config, **target.source},
         )
@@ -185,14 +190,14 @@ def handle(args: argparse.Namespace) -> int:
         "intervals": INTERVALS,
         "results": [row.to_dict() for row in rows],
     }
-    stored = target.store(record)
+    stored = target.store(record, folder)
     if args.json:
         record["results"] = [row.to_dict(runs=True) for row in rows]
         print(json.dumps(record, indent=2))
         return 0
     console().print(results_table(rows, args.split, target.label))
     print(INTERVALS)
-    print(f"Stored: {stored}; transcripts: {target.folder}/")
+    print(f"Stored: {stored}; transcripts: {folder}/")
     return 0
 
 
@@ -228,7 +233,7 @@ def _from_study(args: argparse.Namespace) -> Target:
         )
     number, found = best_config(study)
 
-    def store(record: dict[str, Any]) -> str:
+    def store(record: dict[str, Any], folder: Path) -> str:
         study.set_user_attr(f"{VALIDATE_ATTR}:{args.split}", record)
         return f"study {args.study!r} (user attr {VALIDATE_ATTR}:{args.split})"
 
@@ -238,6 +243,7 @@ def _from_study(args: argparse.Namespace) -> Target:
         tasks=split_tasks(suite, split.ids(args.split)),
         grader=get_grader(suite[0].grader),
         label=f"trial {number} of {args.study!r}",
+        location=ref.source,
         source={"trial": number},
         folder=DEFAULT_RUNS_DIR / args.study / "validate",
         store=store,
@@ -269,11 +275,9 @@ def _from_config(args: argparse.Namespace) -> Target:
         raise UserError(f"--task: {error}") from None
     seed = 0 if args.split_seed is None else args.split_seed
     split = make_split([task.name for task in suite], args.dev_size, seed)
-    folder = run_folder(VALIDATE_DIR)
 
-    def store(record: dict[str, Any]) -> str:
+    def store(record: dict[str, Any], folder: Path) -> str:
         path = folder / "result.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         return str(path)
 
@@ -283,8 +287,9 @@ def _from_config(args: argparse.Namespace) -> Target:
         tasks=split_tasks(suite, split.ids(args.split)),
         grader=get_grader(suite[0].grader),
         label=args.config.name,
+        location=location,
         source={"config": str(args.config), "task": location, "suite_split": split.to_dict()},
-        folder=folder,
+        folder=None,
         store=store,
     )
 

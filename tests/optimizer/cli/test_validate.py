@@ -198,3 +198,20 @@ def test_bad_combinations_are_one_line_errors(
     assert done.returncode == 2
     assert done.stderr == f"moa-opt: error: {message}\n"
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_suite_whose_reference_fails_is_refused_before_any_model_call(tmp_path: Path) -> None:
+    lines = write_suite(tmp_path / "mini.jsonl").read_text().splitlines()
+    records = [{**json.loads(line), "canonical_solution": "    return None\n"} for line in lines]
+    (tmp_path / "mini.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    workshop_file(tmp_path / "tuned.json")
+    with OpenAIServer(suite_responder) as server:
+        done = moa_opt(
+            "validate", "--config", "tuned.json", "--task", "mini.jsonl",
+            "--base-url", server.base_url, cwd=tmp_path,
+        )  # fmt: skip
+        assert server.chat_requests == []
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("moa-opt: error: ") and done.stderr.count("\n") == 1
+    assert "mini/" in done.stderr and "pre-flight check; no model was called" in done.stderr
+    assert not (tmp_path / "runs" / "validate").exists()
