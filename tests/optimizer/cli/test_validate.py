@@ -57,29 +57,43 @@ def stored_split(tmp_path: Path, name: str) -> dict[str, Any]:
     return split
 
 
+def search_then_validate(
+    tmp_path: Path, responder: Any, task: str, study: str, split_flags: tuple[str, ...], *extra: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Searches one trial on ``task`` with ``split_flags``, then validates ``tuned.json`` on it.
+
+    Returns the ``--json`` record and the request bodies ``validate`` sent.
+    """
+    config = workshop_file(tmp_path / "tuned.json")
+    with OpenAIServer(responder) as server:
+        url = ("--base-url", server.base_url)
+        searched = moa_opt(
+            "search", "--space", str(space_on(tmp_path, task)), "--study", study,
+            "--trials", "1", "--confirm-repeats", "0", *split_flags, *url, cwd=tmp_path,
+        )  # fmt: skip
+        assert searched.returncode == 0, searched.stderr
+        before = len(server.chat_requests)
+        validated = moa_opt(
+            "validate", "--config", str(config), "--task", task, *split_flags, *extra, "--json",
+            *url, cwd=tmp_path,
+        )  # fmt: skip
+        requests = [r.body for r in server.chat_requests][before:]
+    assert validated.returncode == 0, validated.stderr
+    data: dict[str, Any] = json.loads(validated.stdout)
+    return data, requests
+
+
 def system(body: dict[str, Any]) -> str:
     return "".join(m["content"] for m in body["messages"] if m["role"] == "system")
 
 
 def test_a_config_file_is_validated_on_the_test_split_a_study_would_hold(tmp_path: Path) -> None:
     write_suite(tmp_path / "mini.jsonl")
-    config = workshop_file(tmp_path / "tuned.json")
     split_flags = ("--dev-size", "3", "--split-seed", "2")
-    with OpenAIServer(suite_responder) as server:
-        url = ("--base-url", server.base_url)
-        searched = moa_opt(
-            "search", "--space", str(space_on(tmp_path, "mini.jsonl")), "--study", "mini",
-            "--trials", "1", "--confirm-repeats", "0", *split_flags, *url, cwd=tmp_path,
-        )  # fmt: skip
-        assert searched.returncode == 0, searched.stderr
-        before = len(server.chat_requests)
-        validated = moa_opt(
-            "validate", "--config", str(config), "--task", "mini.jsonl", *split_flags, "--json",
-            *url, cwd=tmp_path,
-        )  # fmt: skip
-        requests = [r.body for r in server.chat_requests][before:]
-    assert validated.returncode == 0, validated.stderr
-    data = json.loads(validated.stdout)
+    data, requests = search_then_validate(
+        tmp_path, suite_responder, "mini.jsonl", "mini", split_flags
+    )
+    config = tmp_path / "tuned.json"
     split = stored_split(tmp_path, "mini")
     # the very split a study on this suite with these flags holds
     assert data["suite_split"] == split
@@ -124,23 +138,10 @@ def humaneval_responder(body: dict[str, Any]) -> str:
 
 
 def test_a_humaneval_split_is_the_one_a_humaneval_study_holds(tmp_path: Path) -> None:
-    config = workshop_file(tmp_path / "tuned.json")
     split_flags = ("--dev-size", "2", "--split-seed", "7")
-    with OpenAIServer(humaneval_responder) as server:
-        url = ("--base-url", server.base_url)
-        searched = moa_opt(
-            "search", "--space", str(space_on(tmp_path, "humaneval")), "--study", "he",
-            "--trials", "1", "--confirm-repeats", "0", *split_flags, *url, cwd=tmp_path,
-        )  # fmt: skip
-        assert searched.returncode == 0, searched.stderr
-        before = len(server.chat_requests)
-        validated = moa_opt(
-            "validate", "--config", str(config), "--task", "humaneval", *split_flags,
-            "--split", "dev", "--json", *url, cwd=tmp_path,
-        )  # fmt: skip
-        requests = [r.body for r in server.chat_requests][before:]
-    assert validated.returncode == 0, validated.stderr
-    data = json.loads(validated.stdout)
+    data, requests = search_then_validate(
+        tmp_path, humaneval_responder, "humaneval", "he", split_flags, "--split", "dev"
+    )
     split = stored_split(tmp_path, "he")
     assert data["suite_split"] == split
     assert len(split["dev"]) == 2 and len(split["test"]) == 162
