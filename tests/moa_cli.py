@@ -11,6 +11,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def moa_env() -> dict[str, str]:
+    """This environment without cloud keys or ``MOA_BASE_URL``, importing this checkout."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "MOA_BASE_URL"
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
 def moa_opt(
     *args: str,
     cwd: Path,
@@ -23,11 +32,7 @@ def moa_opt(
 
     ``prefix`` is a command that runs it (``setpriv ...``).
     """
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "MOA_BASE_URL"
-    }
-    full_env["PYTHONPATH"] = str(ROOT)
-    full_env.update(env or {})
+    full_env = {**moa_env(), **(env or {})}
     return subprocess.run(
         [*prefix, sys.executable, "-m", "optimizer", *args],
         cwd=cwd,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
-from moa_cli import ROOT
+from moa_cli import ROOT, moa_env
 from openai_server import OpenAIServer
 from optuna.trial import TrialState
 from search_helpers import seed_responder
@@ -55,9 +54,7 @@ def fresh_database(postgres_url: str) -> Iterator[str]:
 def test_workers_started_at_once_on_a_fresh_database_finish_one_study(
     tmp_path: Path, fresh_database: str
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env.pop("MOA_BASE_URL", None)
-    env["PYTHONPATH"] = str(ROOT)
+    env = moa_env()
     with OpenAIServer(seed_responder, latency=0.05) as server:
         instant = time.time() + 8  # after every worker's imports
         args = ["search", "--space", str(SMOKE), "--study", "many", "--trials", "12"]
@@ -102,9 +99,7 @@ _ELSEWHERE = ["unshare", "--uts", "sh", "-c", f'hostname {_FAR_HOST} && exec "$@
 def test_a_worker_killed_on_another_host_loses_its_trial_to_a_retry_and_nothing_else(
     tmp_path: Path, fresh_database: str
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env.pop("MOA_BASE_URL", None)
-    env["PYTHONPATH"] = str(ROOT)
+    env = moa_env()
     args = ["-m", "optimizer", "search", "--space", str(SMOKE), "--study", "dying"]
     args += ["--storage", fresh_database, "--heartbeat-interval", "1", "--grace-period", "6"]
     storage = open_storage("dying", fresh_database)
