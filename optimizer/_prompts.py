@@ -14,6 +14,11 @@ weakest test), reflect (fix what the feedback of the best and the worst recent t
 failed, the idea behind GEPA) and crossover (of two strong prompts). The new generation holds
 the best existing prompts (elites) plus the new variants.
 
+Reflect and specialise ask the mutator for short rules only (one ``- `` line each), which are
+added to the parent prompt under :data:`RULES_HEADING`; rephrase and crossover ask for whole
+prompts. Small coding models, asked for a whole improved prompt, mostly answer with the task's
+code instead; asked for rules, they write usable ones.
+
 A variant is an instruction, not an answer. A mutator answer cut off by max_tokens (finish
 reason ``length``) is asked again once with twice the room, then rejected; of an answer that
 wraps the prompt in chatter, only the marked prompt is kept, and one that still starts with
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import json
 import os
 import re
@@ -60,17 +66,21 @@ __all__ = [
     "ATTR_TEST_PASS_RATES",
     "CLAIM_TTL",
     "MAX_PROMPT_CHARS",
+    "MAX_RULES",
     "MUTATION_SPEND_PREFIX",
     "NEAR_DUPLICATE",
     "OPERATORS",
     "POOL_ATTR_PREFIX",
     "REJECTED_PREFIX",
+    "RULES_HEADING",
     "PromptGeneration",
     "PromptPool",
     "PromptVariant",
     "clean_prompt",
     "mutation_round",
+    "parse_rules",
     "prompt_problem",
+    "with_rules",
 ]
 
 POOL_ATTR_PREFIX = "prompt_pool"
@@ -100,6 +110,11 @@ _PLAN = ("reflect", "specialise", "crossover", "rephrase")
 CLAIM_TTL = 600.0
 """Seconds a claim on a mutation round holds when its worker cannot be checked."""
 _FEEDBACK_CHARS = 2000  # per trial, in the reflect operator's request
+_RULE_OPERATORS = ("reflect", "specialise")
+RULES_HEADING = "Rules learned from graded answers:"
+"""The heading under which reflect and specialise add their rules to the parent prompt."""
+MAX_RULES = 5
+"""The most rules one reflect or specialise answer adds."""
 _PARAM = re.compile(r"^(?P<slot>.+)_prompt_g(?P<generation>\d+)$")
 _ROUND = "round"
 _CLAIM = "claim"
@@ -527,6 +542,9 @@ def prompt_problem(text: str, function_name: str | None, *, allow_code: bool = F
         return f"holds {HELPER_RESPONSE} {count} times (expected once)"
     if _CHATTER.match(text):
         return "a reply to the mutator (it starts with chatter), not an instruction"
+    lowered = text.lower()
+    if any(part in lowered for part in _instruction_parts()):
+        return "repeats the mutator's own instructions, not an instruction for the task"
     if allow_code:
         return None
     if function_name and re.search(rf"\bdef\s+{re.escape(function_name)}\s*\(", text):
@@ -542,6 +560,54 @@ def prompt_problem(text: str, function_name: str | None, *, allow_code: bool = F
     if lines and code / len(lines) > 0.5:
         return f"mostly code ({code} of {len(lines)} lines)"
     return None
+
+
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s+(?P<rule>.+?)\s*$")
+
+
+def parse_rules(answer: str, existing: str = "") -> list[str]:
+    """The rules of a mutator's answer: its bulleted or numbered prose lines.
+
+    Code lines, lines naming a ``def``, rules of under 10 characters and rules already in
+    ``existing`` (the parent prompt) are left out; at most :data:`MAX_RULES` are kept.
+    """
+    answer = re.sub(r"<think>.*?</think>", "", answer, flags=re.DOTALL)
+    answer = re.sub(r"```.*?(```|$)", "", answer, flags=re.DOTALL)  # code blocks
+    rules: list[str] = []
+    for line in answer.splitlines():
+        match = _BULLET.match(line)
+        if match is None:
+            continue
+        rule = re.sub(r"^(?:[-*\u2022]\s+)+", "", match.group("rule").replace("**", "")).strip()
+        if (
+            len(rule) < 10
+            or HELPER_RESPONSE in rule
+            or re.search(r"\bdef\s+\w+\s*\(", rule)
+            or _CODE_LINE.search(rule)
+            or rule in existing
+            or rule in rules
+        ):
+            continue
+        rules.append(rule)
+    return rules[:MAX_RULES]
+
+
+def with_rules(parent: str, rules: Sequence[str]) -> str:
+    """The parent prompt with ``rules`` added to its rules, just before ``{helper_response}``."""
+    head, placeholder, tail = parent.partition(HELPER_RESPONSE)
+    lines = "\n".join(f"- {rule}" for rule in rules)
+    if RULES_HEADING in head:
+        head = head.rstrip() + "\n" + lines + "\n\n"
+    else:
+        head = head.rstrip() + "\n\n" + RULES_HEADING + "\n" + lines + "\n\n"
+    return head + placeholder + tail
+
+
+@functools.cache
+def _instruction_parts() -> tuple[str, ...]:
+    """The mutator's instructions cut at full stops and colons (lower case, 30+ characters)."""
+    parts = re.split(r"[.:]\s+", f"{_SYSTEM} {_RULES_SYSTEM}".lower())
+    return tuple(p.strip(" .") for p in parts if len(p.strip(" .")) >= 30 and "{limit}" not in p)
 
 
 def _near_duplicate(text: str, others: Sequence[PromptVariant]) -> str | None:
@@ -565,6 +631,16 @@ _SYSTEM = (
     "where the earlier agents' answers are inserted. Keep it under {limit} characters. "
     "Do not solve the task and do not write its code: write instructions that help another "
     "assistant solve it."
+)
+_RULES_SYSTEM = (
+    "You review graded answers and write rules for the assistant that writes them. Reply "
+    "with the rules only, one per line, each line starting with '- '. A rule is one short "
+    "sentence of plain English that names the concrete case (an input, a value, a key) and "
+    "says what to do. Do not solve the task and do not write code."
+)
+_RULES_ASK = (
+    "Write {count} rules that would have prevented these failures. Each rule: one line "
+    "starting with '- ', plain English, no code."
 )
 
 
@@ -633,11 +709,19 @@ def _instruction(
     if operator == "specialise":
         assert weak is not None
         name, rate = weak
+        failures = [
+            line.strip()
+            for info in (worst, best)
+            if info is not None
+            for line in info.feedback.splitlines()
+            if name in line
+        ]
+        shown = "".join(f"\n{line[:400]}" for line in dict.fromkeys(failures))
         return (
-            f"Answers written with the prompt below often fail the test {name!r} (passed "
-            f"{rate:.0%} of the time). Rewrite the prompt so the assistant pays specific "
-            "attention to what that test checks, without losing anything it already asks "
-            "for.\n\nPROMPT:\n" + _quote(parent.text)
+            f"Answers often fail the test {name!r} (passed {rate:.0%} of the time)."
+            + (f" What the grader reported:{shown}" if shown else "")
+            + "\n\n"
+            + _RULES_ASK.replace("{count}", "1 to 3")
         )
     if operator == "reflect":
         parts = ["Here is the graders' feedback on recent answers."]
@@ -651,10 +735,7 @@ def _instruction(
                 f"WORST recent trial (score {worst.score:g}{max_score}):\n"
                 + (worst.feedback.strip()[:_FEEDBACK_CHARS] or "(no failures reported)")
             )
-        parts.append(
-            "Write an improved version of the prompt below: add concrete instructions that "
-            "fix what failed, keep what worked.\n\nPROMPT:\n" + _quote(parent.text)
-        )
+        parts.append(_RULES_ASK.replace("{count}", "2 to 5"))
         return "\n\n".join(parts)
     if operator == "crossover":
         return (
@@ -751,7 +832,9 @@ async def mutation_round(
             worst: _TrialInfo | None,
             weak: tuple[str, float] | None,
         ) -> tuple[str, Sequence[PromptVariant]] | None:
-            context = f"The prompt is for {_ROLE_WORDS.get(role, f'the {role} agent')}."
+            rules_for = operator in _RULE_OPERATORS
+            what = "rules are" if rules_for else "prompt is"
+            context = f"The {what} for {_ROLE_WORDS.get(role, f'the {role} agent')}."
             if task:
                 context += "\n\nThe task the assistants answer:\n" + _quote(task, 3000)
             instruction = _instruction(
@@ -760,7 +843,7 @@ async def mutation_round(
             request = ChatRequest(
                 model=model,
                 messages=(
-                    Message("system", system),
+                    Message("system", _RULES_SYSTEM if rules_for else system),
                     Message("user", context + "\n\n" + instruction),
                 ),
                 temperature=temperature,
@@ -785,10 +868,21 @@ async def mutation_round(
                 reason = f"cut off by max_tokens ({max_tokens}, then {2 * max_tokens})"
                 reject(role, operator, reason, completion.text)
                 return None
-            text = clean_prompt(completion.text, max_chars)
-            if text is None:
-                reject(role, operator, "empty", completion.text)
-                return None
+            if rules_for:
+                rules = parse_rules(completion.text, parents[0].text)
+                if not rules:
+                    reject(role, operator, "no rules (no '- ' line of prose)", completion.text)
+                    return None
+                text = with_rules(parents[0].text, rules)
+                if len(text) > max_chars:
+                    reject(role, operator, f"over {max_chars} characters with its rules", text)
+                    return None
+            else:
+                cleaned = clean_prompt(completion.text, max_chars)
+                if cleaned is None:
+                    reject(role, operator, "empty", completion.text)
+                    return None
+                text = cleaned
             problem = prompt_problem(text, function_name, allow_code=allow_code)
             if problem is not None:
                 reject(role, operator, problem, text)
@@ -844,7 +938,10 @@ async def mutation_round(
                 if answer is None:
                     continue
                 text, sources = answer
-                duplicate = _near_duplicate(text, [*existing, *new])
+                others = [*existing, *new]
+                if operator in _RULE_OPERATORS:  # its rules are new to the parent, by parse_rules
+                    others = [v for v in others if v.id not in {p.id for p in sources}]
+                duplicate = _near_duplicate(text, others)
                 if duplicate is not None:
                     reject(role, operator, duplicate, text)
                     continue

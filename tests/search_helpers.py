@@ -104,7 +104,9 @@ def distinct_words(digest: str, count: int = 12) -> str:
 def mutator_responder(body: dict[str, Any]) -> str:
     """A deterministic mutator: names the operator it was asked for and a digest of the ask.
 
-    Every third answer drops ``{helper_response}`` (the pool must append it back).
+    Asked for rules (reflect, specialise), it answers two ``- `` lines after a preamble;
+    asked for a prompt, every third answer drops ``{helper_response}`` (the pool must append
+    it back).
     """
     import hashlib
 
@@ -117,6 +119,11 @@ def mutator_responder(body: dict[str, Any]) -> str:
         operator = "reflect"
     elif "often fail the test" in user:
         operator = "specialise"
+    if operator in ("reflect", "specialise"):
+        return (
+            f"Rules from {operator}:\n- Rule {digest}: {distinct_words(digest)}.\n"
+            f"- Check {distinct_words(digest[::-1])} before answering."
+        )
     text = f"Prompt {digest} written by {operator}: {distinct_words(digest)}. Be precise."
     if int(digest, 16) % 3:
         text += " Other answers: {helper_response}"

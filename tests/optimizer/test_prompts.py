@@ -21,12 +21,15 @@ from optimizer._config import HELPER_RESPONSE
 from optimizer._prompts import (
     MAX_PROMPT_CHARS,
     REJECTED_PREFIX,
+    RULES_HEADING,
     PromptGeneration,
     PromptPool,
     PromptVariant,
     clean_prompt,
     mutation_round,
+    parse_rules,
     prompt_problem,
+    with_rules,
 )
 from optimizer._storage import open_storage
 from optimizer._study import study_spent
@@ -230,6 +233,16 @@ def test_a_round_uses_every_operator_and_records_parents(tmp_path: Path) -> None
         "rephrase",
         "rephrase",
     ]
+    # reflect and specialise add the mutator's rules to their parent; the others are whole
+    for variant in new[:2]:
+        [parent] = variant.parents
+        head, rules = variant.text.split(RULES_HEADING + "\n")
+        assert head.strip() == pool.variant(parent).text.replace(HELPER_RESPONSE, "").strip()
+        assert rules.startswith("- Rule ") and rules.count("\n- ") == 1
+        assert rules.endswith(HELPER_RESPONSE)
+    assert all(RULES_HEADING not in v.text for v in new[2:])
+    systems = [next(m["content"] for m in b["messages"] if m["role"] == "system") for b in bodies]
+    assert sum("write rules" in text for text in systems) == 4  # reflect, specialise x 2 roles
     reflect = next(a for a in asks if "BEST recent trial" in a)
     assert "WORST recent trial" in reflect and "check empty input" in reflect and "/120" in reflect
     assert any("'empty_input'" in a and "25%" in a for a in asks)
@@ -270,11 +283,16 @@ def test_failed_mutator_calls_are_skipped_and_the_round_still_counts(tmp_path: P
     assert not pool.mutation_due(3)
 
 
-async def pool_search_main_only(study: optuna.Study, pool: PromptPool) -> None:
+async def pool_search_main_only(
+    study: optuna.Study, pool: PromptPool, graded: bool = False
+) -> None:
     for _ in range(3):
         trial = study.ask()
         pool.suggest(trial, "main")
         trial.set_user_attr("mean", 50.0)
+        if graded:  # what reflect and specialise read
+            trial.set_user_attr("feedback", "- zero_days (0/20): raised ZeroDivisionError")
+            trial.set_user_attr("test_pass_rates", {"zero_days": 0.0, "basic": 1.0})
         study.tell(trial, 50.0)
 
 
@@ -450,9 +468,13 @@ TARGET_ANSWER = (
 
 
 def one_round(
-    tmp_path: Path, responder: Any, **options: Any
+    tmp_path: Path, responder: Any, graded: bool = False, **options: Any
 ) -> tuple[list[PromptGeneration], PromptPool, list[dict[str, Any]], OpenAIServer]:
-    """Three trials on the main seeds, then one round of two variants; returns the rejections."""
+    """Three trials on the main seeds, then one round of two variants; returns the rejections.
+
+    Without feedback (``graded``) on the trials, both variants are rephrasings; with it, they
+    come from reflect and specialise.
+    """
     study = make_study(tmp_path)
     pool = PromptPool(study)
     pool.ensure_seeds({"main": SEEDS["main"]})
@@ -461,7 +483,7 @@ def one_round(
 
         async def go() -> list[PromptGeneration]:
             try:
-                await pool_search_main_only(study, pool)
+                await pool_search_main_only(study, pool, graded)
                 return await mutation_round(study, pool, router, "m", 2, max_tokens=100, **options)
             finally:
                 await router.aclose()
@@ -547,3 +569,61 @@ def test_a_near_duplicate_of_a_pool_prompt_is_dropped(tmp_path: Path) -> None:
     assert [v.text.startswith("Plan first") for v in pool.latest("main").variants] == [True]
     assert len(rejected) == 1 and rejected[0]["reason"].startswith("near-duplicate of main.g0.0")
     assert rejected[0]["text"] == "You are the main agents. {helper_response}"
+
+
+def test_parse_rules_keeps_prose_bullets_and_drops_code_and_known_rules() -> None:
+    answer = (
+        "Sure! Here are the rules:\n"
+        "1. **Division**: if days_active is 0, use an engagement of 0 instead of dividing.\n"
+        "- - Use user.get('comments', 0) for keys that may be missing.\n"
+        "- return {}\n"
+        "* def helper(x): is not a rule\n"
+        "- Short.\n"
+        "```python\n- x = 1 if y else 2\n```\n"
+        "- Never modify the input dictionaries.\n"
+    )
+    assert parse_rules(answer) == [
+        "Division: if days_active is 0, use an engagement of 0 instead of dividing.",
+        "Use user.get('comments', 0) for keys that may be missing.",
+        "Never modify the input dictionaries.",
+    ]
+    known = "Be careful.\n- Never modify the input dictionaries.\n{helper_response}"
+    assert parse_rules(answer, known)[-1].startswith("Use user.get")
+    assert parse_rules("def f():\n    return 1\n") == []
+    many = "\n".join(f"- Rule number {i} about something." for i in range(9))
+    assert len(parse_rules(many)) == 5
+
+
+def test_with_rules_adds_rules_before_the_placeholder_under_one_heading() -> None:
+    first = with_rules("Write the function. {helper_response} Be brief.", ["Guard zero days."])
+    assert first == (
+        f"Write the function.\n\n{RULES_HEADING}\n- Guard zero days.\n\n"
+        "{helper_response} Be brief."
+    )
+    second = with_rules(first, ["Import datetime when you use it."])
+    assert second.count(RULES_HEADING) == 1
+    assert "- Guard zero days.\n- Import datetime when you use it.\n\n{helper_response}" in second
+
+
+def test_a_mutator_answer_that_repeats_its_instructions_is_rejected() -> None:
+    echo = (
+        "No preamble, no explanation, no quotes, no code fences. The prompt must contain the "
+        "literal placeholder {helper_response} exactly once, where the earlier agents' answers "
+        "are inserted."
+    )
+    assert prompt_problem(echo, None) == (
+        "repeats the mutator's own instructions, not an instruction for the task"
+    )
+    assert prompt_problem("Explain, then write code; no preamble. {helper_response}", None) is None
+
+
+def test_a_rules_answer_without_rules_is_rejected(tmp_path: Path) -> None:
+    def code(body: dict[str, Any]) -> str:
+        return "```python\ndef calculate(users):\n    return {}\n```"
+
+    made, pool, rejected, server = one_round(tmp_path, code, graded=True)
+    assert made == [] and pool.latest("main").number == 0
+    assert sorted(r["operator"] for r in rejected) == ["reflect", "specialise"]
+    assert [r["reason"] for r in rejected] == ["no rules (no '- ' line of prose)"] * 2
+    [specialise] = [a for a in user_messages(server) if "often fail the test" in a]
+    assert "'zero_days'" in specialise and "raised ZeroDivisionError" in specialise
