@@ -189,8 +189,13 @@ class ConfigRuns:
 
     @property
     def interval(self) -> tuple[float, float]:
-        """Two-sided 95% confidence interval of the mean (shrunk toward ``prior``)."""
-        return confidence_interval(self.scores, self.prior)
+        """Two-sided 95% confidence interval of the mean (shrunk toward ``prior``).
+
+        Cut to the scores a run can get, 0 to ``max_score`` (when known): a mean outside
+        them is impossible, however few and spread the runs.
+        """
+        low, high = confidence_interval(self.scores, self.prior)
+        return max(0.0, low), min(self.max_score, high) if self.max_score > 0 else high
 
     @property
     def best(self) -> float:

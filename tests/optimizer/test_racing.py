@@ -83,6 +83,16 @@ def test_bounds_form_a_90_percent_interval() -> None:
     assert upper_confidence_bound([]) == lower_confidence_bound([]) == 0.0
 
 
+def test_the_reported_interval_stays_within_the_scores_a_run_can_get() -> None:
+    few = runs("few", 0, 10, 5)  # a t interval of three spread runs reaches below 0
+    assert confidence_interval(few.scores)[0] < 0 and few.lcb < 0  # ranking keeps the bound
+    low, high = few.interval
+    assert low == 0.0 and high == pytest.approx(confidence_interval(few.scores)[1])
+    assert runs("top", 120, 90).interval[1] == 120.0
+    unknown = ConfigRuns("u", {}, (0,), (0, 1), (0.0, 30.0), 0.0)  # no max score: no top cut
+    assert unknown.interval == (0.0, confidence_interval(unknown.scores)[1])
+
+
 def test_bounds_borrow_the_studys_spread_so_runs_that_agree_by_chance_are_not_certain() -> None:
     # three runs that agree, against six that spread (as on the embedded models)
     agree = runs("agree", 25, 25, 25)
