@@ -96,6 +96,11 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "wilcoxon":
         import warnings
 
+        # With --instances each trial samples its own problems, so the pruner pairs a trial
+        # with the best one on the problems both ran, as meant; Optuna warns at every step.
+        warnings.filterwarnings(
+            "ignore", message="WilcoxonPruner finds steps existing in the current trial"
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.pruners.WilcoxonPruner(p_threshold=0.1)

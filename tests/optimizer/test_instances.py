@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -75,3 +77,19 @@ def test_no_pruner_never_prunes() -> None:
     for task in TASKS:
         reporter(run(task, 0.0))
     assert len(reporter.scores) == len(TASKS)
+
+
+def test_trials_on_different_samples_prune_without_a_warning_per_step() -> None:
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("wilcoxon"))
+    first = study.ask()
+    reporter = InstanceReporter(first, TASKS, repeats=1, chosen=10)
+    for task in TASKS[:10]:
+        reporter(run(task, 1.0))
+    study.tell(first, 1.0)
+    second = study.ask()  # a sample of its own: half of its problems the best trial never ran
+    reporter = InstanceReporter(second, TASKS, repeats=1, chosen=10)
+    with warnings.catch_warnings(record=True) as caught:  # the filters as they are
+        for task in TASKS[5:15]:
+            reporter(run(task, 1.0))
+    assert len(reporter.scores) == 10
+    assert [str(w.message) for w in caught] == []
