@@ -240,6 +240,7 @@ class TrialLoop:
                     self.space.mutator_model,
                     mutation.variants,
                     task=self.tasks[0].prompt,
+                    problems=len(self.tasks),
                     temperature=mutation.temperature,
                     max_tokens=mutation.max_tokens,
                     catalog=self.catalog,

@@ -758,6 +758,7 @@ async def mutation_round(
     elite: int = 2,
     recent: int = 20,
     task: str | None = None,
+    problems: int = 1,
     temperature: float = 0.9,
     max_tokens: int = 1024,
     max_chars: int = MAX_PROMPT_CHARS,
@@ -786,6 +787,8 @@ async def mutation_round(
         recent: How many of the latest completed trials the reflect and specialise
             operators read.
         task: The task prompt, shown to the mutator for context.
+        problems: How many problems the search evaluates (a suite's dev problems); with
+            several, ``task`` is shown as one example of them.
         temperature: The mutator's temperature.
         max_tokens: The mutator's max_tokens.
         max_chars: Longest prompt kept.
@@ -835,7 +838,12 @@ async def mutation_round(
             rules_for = operator in _RULE_OPERATORS
             what = "rules are" if rules_for else "prompt is"
             context = f"The {what} for {_ROLE_WORDS.get(role, f'the {role} agent')}."
-            if task:
+            if task and problems > 1:
+                context += (
+                    f"\n\nOne of the {problems} problems the assistants answer (what you write "
+                    "must help with all of them, not only this one):\n" + _quote(task, 3000)
+                )
+            elif task:
                 context += "\n\nThe task the assistants answer:\n" + _quote(task, 3000)
             instruction = _instruction(
                 operator, parents, best=best, worst=worst, weak=weak, max_score=max_score

@@ -627,3 +627,16 @@ def test_a_rules_answer_without_rules_is_rejected(tmp_path: Path) -> None:
     assert [r["reason"] for r in rejected] == ["no rules (no '- ' line of prose)"] * 2
     [specialise] = [a for a in user_messages(server) if "often fail the test" in a]
     assert "'zero_days'" in specialise and "raised ZeroDivisionError" in specialise
+
+
+def test_on_a_suite_the_mutator_sees_the_task_as_one_of_its_problems(tmp_path: Path) -> None:
+    def rules(body: dict[str, Any]) -> str:
+        return f"- Rule {body['seed']}: {distinct_words(str(body['seed']) * 4)}."
+
+    _, _, _, server = one_round(tmp_path / "suite", rules, True, task="def f(x):", problems=40)
+    asks = user_messages(server)
+    assert len(asks) == 2
+    assert all("One of the 40 problems the assistants answer" in a for a in asks)
+    assert all("def f(x):" in a for a in asks)
+    _, _, _, server = one_round(tmp_path / "one", rules, True, task="def f(x):")
+    assert all("The task the assistants answer:" in a for a in user_messages(server))
