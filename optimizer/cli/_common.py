@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from graders import UNISOLATED_ENV, BaseGrader, SandboxedGrader, SandboxError
 from graders._base import Task
 from optimizer._config import load_config_task
 from optimizer._errors import UserError
+from optimizer._evaluate import RunResult
 from optimizer._taskref import TaskRef, task_ref
 from optimizer.providers import ResponseCache, Router, parse_model_map
 
@@ -29,6 +33,7 @@ __all__ = [
     "positive_int",
     "require_sandbox",
     "run_folder",
+    "run_progress",
     "warn_unknown_models",
 ]
 
@@ -141,6 +146,46 @@ def run_folder(parent: Path) -> Path:
             continue
         return folder
     raise UserError(f"{parent}: 999 runs this second; remove some folders")
+
+
+@contextmanager
+def run_progress(total: int, err: Console) -> Iterator[Callable[[str, RunResult], None]]:
+    """Shows graded runs as they finish: a bar on a terminal, else a line per run.
+
+    Yields:
+        The callback to call with each finished run and the name of its config.
+    """
+    if err.is_terminal:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=err, transient=True) as progress:
+            bar = progress.add_task("runs", total=total)
+
+            def advance(name: str, result: RunResult) -> None:
+                progress.update(bar, advance=1, description=f"{name}: last {_score(result)}")
+
+            yield advance
+        return
+    done = 0
+
+    def log(name: str, result: RunResult) -> None:
+        nonlocal done
+        done += 1
+        print(
+            f"[{done}/{total}] {name} {result.task.name} repeat {result.repeat}: {_score(result)}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    yield log
+
+
+def _score(result: RunResult) -> str:
+    return f"{result.grade.score:g}/{result.grade.max_score:g}"
 
 
 def positive_int(text: str) -> int:

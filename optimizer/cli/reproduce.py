@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from graders._base import BaseGrader, Task
 from optimizer._catalog import Catalog
@@ -33,6 +31,7 @@ from optimizer.cli._common import (
     positive_int,
     require_sandbox,
     run_folder,
+    run_progress,
     warn_unknown_models,
 )
 from optimizer.providers import Router
@@ -156,33 +155,8 @@ async def _run(
         for notice in router.notices:
             err.print(f"[cyan]note:[/] {notice}", highlight=False)
         await warn_unknown_models(router, [m for _, c in configs for m in c.models], err)
-        if err.is_terminal:
-            columns = (
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-            )
-            with Progress(*columns, console=err, transient=True) as progress:
-                bar = progress.add_task("runs", total=total)
-
-                def advance(name: str, result: RunResult) -> None:
-                    progress.update(bar, advance=1, description=f"{name}: last {_score(result)}")
-
-                return await _reproduce(configs, tasks, grader, catalog, args, router, advance)
-        done = 0
-
-        def log(name: str, result: RunResult) -> None:
-            nonlocal done
-            done += 1
-            print(
-                f"[{done}/{total}] {name} {result.task.name} repeat {result.repeat}: "
-                f"{_score(result)}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-        return await _reproduce(configs, tasks, grader, catalog, args, router, log)
+        with run_progress(total, err) as on_result:
+            return await _reproduce(configs, tasks, grader, catalog, args, router, on_result)
     finally:
         await router.aclose()
 
@@ -206,7 +180,3 @@ async def _reproduce(
         catalog=catalog,
         on_result=on_result,
     )
-
-
-def _score(result: RunResult) -> str:
-    return f"{result.grade.score:g}/{result.grade.max_score:g}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from graders._base import Task
 from graders._suite import is_suite
 from optimizer._config import MoAConfig, config_from_dict, load_config
 from optimizer._errors import UserError
-from optimizer._evaluate import RunResult, write_transcript
+from optimizer._evaluate import write_transcript
 from optimizer._export import best_configs
 from optimizer._split import SPLIT_ATTR, Split, make_split, split_tasks
 from optimizer._storage import DEFAULT_RUNS_DIR, load_study
@@ -39,6 +38,7 @@ from optimizer.cli._common import (
     positive_int,
     require_sandbox,
     run_folder,
+    run_progress,
 )
 from optimizer.cli.search import DEFAULT_BASELINE, check_task
 
@@ -302,24 +302,14 @@ async def _run(
     args: argparse.Namespace,
 ) -> list[ValidationRow]:
     router = build_router(args)
-    done = 0
-
-    def log(name: str, result: RunResult) -> None:
-        nonlocal done
-        done += 1
-        print(
-            f"[{done}] {name} {result.task.name} repeat {result.repeat}: "
-            f"{result.grade.score:g}/{result.grade.max_score:g}",
-            file=sys.stderr,
-            flush=True,
-        )
-
+    configs = 3 if workshop is None else 4  # found, single call, self-consistency, workshop
     try:
         router.check([*found.models, *([] if workshop is None else workshop.models)])
-        return await validate_configs(
-            found, workshop, tasks, router, grader, repeats=args.repeats, seed=args.seed,
-            on_result=log,
-        )  # fmt: skip
+        with run_progress(configs * len(tasks) * args.repeats, console(stderr=True)) as log:
+            return await validate_configs(
+                found, workshop, tasks, router, grader, repeats=args.repeats, seed=args.seed,
+                on_result=log,
+            )  # fmt: skip
     finally:
         await router.aclose()
 

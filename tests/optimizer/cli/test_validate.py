@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,10 @@ def search_then_validate(
         requests = [r.body for r in server.chat_requests][before:]
     assert validated.returncode == 0, validated.stderr
     data: dict[str, Any] = json.loads(validated.stdout)
+    # progress: a line per graded run, counted against the whole (4 configs x problems)
+    progress = re.findall(r"^\[(\d+)/(\d+)\] ", validated.stderr, flags=re.MULTILINE)
+    total = 4 * data["problems"] * data["repeats"]
+    assert progress == [(str(i), str(total)) for i in range(1, total + 1)]
     return data, requests
 
 
