@@ -73,6 +73,16 @@ def system_prompt(body: dict[str, Any]) -> str:
     return next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
 
 
+def asks_mutator(body: dict[str, Any]) -> bool:
+    """Whether a request is the prompt mutator's (a whole prompt, or rules for one)."""
+    return system_prompt(body).startswith(("You improve system prompts", "You review graded"))
+
+
+def asks_rules(body: dict[str, Any]) -> bool:
+    """Whether a mutator request asks for rules (reflect, specialise)."""
+    return system_prompt(body).startswith("You review graded")
+
+
 def seed_responder(body: dict[str, Any]) -> str:
     """Answers ``alpha`` always, ``beta`` on even seeds, ``gamma`` when the prompt says so."""
     words = ["alpha"]

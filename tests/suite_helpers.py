@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from search_helpers import mutator_responder, system_prompt
+from search_helpers import asks_mutator, mutator_responder, system_prompt
 
 PROBLEMS = {
     "add_two": ("a, b", "Return a + b.", "return a + b", [((1, 2), 3), ((-1, 1), 0)]),
@@ -63,7 +63,7 @@ def mentioned(body: dict[str, Any]) -> set[str]:
 def suite_responder(body: dict[str, Any]) -> str:
     """Solves suite problems when asked carefully; plays the mutator otherwise."""
     name = asked_problem(body)
-    if name is None or "improve system prompts" in system_prompt(body):
+    if name is None or asks_mutator(body):
         return mutator_responder(body)
     params, _, body_line, _ = PROBLEMS[name]
     careful = "careful" in system_prompt(body).lower()

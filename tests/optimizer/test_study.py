@@ -22,6 +22,8 @@ from openai_server import Fault, OpenAIServer
 from optuna.trial import TrialState
 from search_helpers import (
     KeywordGrader,
+    asks_mutator,
+    asks_rules,
     distinct_words,
     keyword_task,
     seed_responder,
@@ -74,16 +76,18 @@ def smoke(**changes: Any) -> SearchSpace:
 
 def mutating_responder(body: dict[str, Any]) -> str:
     """The mutator writes prompts that ask for gamma; everything else is seed_responder."""
-    if system_prompt(body).startswith("You improve system prompts"):
+    if asks_mutator(body):
         digest = hashlib.sha256(str(body.get("seed")).encode()).hexdigest()[:12]
         words = distinct_words(digest)
+        if asks_rules(body):
+            return f"- Rule {body.get('seed')}: always mention gamma; {words}."
         return f"Variant {body.get('seed')}: always mention gamma; {words}. {{helper_response}}"
     return seed_responder(body)
 
 
 def slow_trials_responder(body: dict[str, Any]) -> str:
     """Like mutating_responder, but trial calls take a while, so each round ends in time."""
-    if not system_prompt(body).startswith("You improve system prompts"):
+    if not asks_mutator(body):
         time.sleep(0.1)
     return mutating_responder(body)
 
@@ -537,11 +541,11 @@ def test_no_mutation_round_starts_once_the_budget_is_reached(tmp_path: Path) -> 
     space = smoke(mutation={"every": 2, "variants": 1})
     with OpenAIServer(mutating_responder) as server:
         run(search(tmp_path, server, space, budget=Budget(trials=2), seed=0))
-        mutator_calls = [r for r in server.chat_requests if "You improve" in system_prompt(r.body)]
+        mutator_calls = [r for r in server.chat_requests if asks_mutator(r.body)]
         assert mutator_calls == []  # the round due after trial 1 would be spent for nothing
         assert PromptPool(load(tmp_path)).rounds == 0
         run(search(tmp_path, server, space, budget=Budget(trials=3), seed=0))
-        resumed = [r for r in server.chat_requests if "You improve" in system_prompt(r.body)]
+        resumed = [r for r in server.chat_requests if asks_mutator(r.body)]
     study = load(tmp_path)
     assert resumed and PromptPool(study).rounds == 1  # the resumed search runs the due round
     assert any(k.startswith("mutation_spend:1:") for k in study.user_attrs)
@@ -723,7 +727,7 @@ def test_runs_of_one_config_made_by_different_trials_are_pooled(tmp_path: Path) 
 
 def test_the_summary_counts_the_mutator_answers_a_search_rejected(tmp_path: Path) -> None:
     def cut_mutator(body: dict[str, Any]) -> str | tuple[str, str]:
-        if system_prompt(body).startswith("You improve system prompts"):
+        if asks_mutator(body):
             return "def calculate_user_metrics(users):\n    return {", "length"
         return seed_responder(body)
 

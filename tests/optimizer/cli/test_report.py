@@ -25,7 +25,7 @@ from moa_cli import ROOT, moa_opt
 from openai_server import OpenAIServer
 from optuna.trial import TrialState
 from own_task import write_task
-from search_helpers import seed_responder, system_prompt
+from search_helpers import asks_mutator, asks_rules, seed_responder
 
 from optimizer._storage import open_storage
 
@@ -67,9 +67,11 @@ SPACE = {
 
 def varied_responder(body: dict[str, Any]) -> str:
     """Answers better at low temperature and with model-a; rewrites prompts when asked."""
-    if "You improve system prompts" in system_prompt(body):
+    if asks_mutator(body):
         user = next(m["content"] for m in body["messages"] if m["role"] == "user")
         digest = hashlib.sha256(f"{user}|{body.get('seed')}".encode()).hexdigest()[:6]
+        if asks_rules(body):
+            return f"- Rule {digest}: check the function against each example."
         return f"Prompt {digest}: write the function,\nthen check it. {{helper_response}}"
     quality = float(body.get("temperature") or 0.0) + (0.3 if body["model"] == "model-b" else 0)
     quality += (int(body.get("seed") or 0) % 3) * 0.1

@@ -10,6 +10,7 @@ import yaml
 from moa_cli import ROOT, moa_opt
 from openai_server import OpenAIServer
 from optuna.trial import TrialState
+from search_helpers import asks_mutator
 from suite_helpers import PROBLEMS, mentioned, suite_responder, write_suite
 
 from optimizer._storage import open_storage
@@ -57,7 +58,7 @@ def test_search_sees_dev_only_and_validate_reports_the_held_out_problems(tmp_pat
     assert split["seed"] == 2 and len(dev) == 3 and len(test) == 5
     assert dev | test == set(PROBLEMS) and not dev & test
     # the search (trials, mutation rounds, the confirm stage) never sent a test problem
-    mutator = [b for b in search_requests if "improve system prompts" in json.dumps(b)]
+    mutator = [b for b in search_requests if asks_mutator(b)]
     assert mutator, "a mutation round ran"
     assert any(key.startswith("runs:") for key in study.user_attrs), "the confirm stage ran"
     seen = set().union(*(mentioned(body) for body in search_requests))
