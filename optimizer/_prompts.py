@@ -578,7 +578,9 @@ def parse_rules(answer: str, existing: str = "") -> list[str]:
         match = _BULLET.match(line)
         if match is None:
             continue
-        rule = re.sub(r"^(?:[-*\u2022]\s+)+", "", match.group("rule").replace("**", "")).strip()
+        rule = match.group("rule").replace("**", "")
+        for _ in range(2):  # small models nest bullets and quote them: "- '- Rule.'"
+            rule = re.sub(r"^(?:[-*\u2022]\s+)+", "", rule.strip().strip("'\"`").strip())
         if (
             len(rule) < 10
             or HELPER_RESPONSE in rule

@@ -580,7 +580,7 @@ def test_parse_rules_keeps_prose_bullets_and_drops_code_and_known_rules() -> Non
         "* def helper(x): is not a rule\n"
         "- Short.\n"
         "```python\n- x = 1 if y else 2\n```\n"
-        "- Never modify the input dictionaries.\n"
+        "- '- Never modify the input dictionaries.'\n"
     )
     assert parse_rules(answer) == [
         "Division: if days_active is 0, use an engagement of 0 instead of dividing.",
