@@ -244,7 +244,7 @@ class TrialLoop:
                     temperature=mutation.temperature,
                     max_tokens=mutation.max_tokens,
                     catalog=self.catalog,
-                    function_name=self.tasks[0].function_name,
+                    function_names=[t.function_name for t in self.tasks if t.function_name],
                     allow_code=mutation.allow_code,
                 )
             except Exception as error:  # the search goes on with the pool it has

@@ -23,7 +23,7 @@ A variant is an instruction, not an answer. A mutator answer cut off by max_toke
 reason ``length``) is asked again once with twice the room, then rejected; of an answer that
 wraps the prompt in chatter, only the marked prompt is kept, and one that still starts with
 chatter ("Certainly! ...") is rejected; one that defines
-the task's function (``def <function_name>(``) or is mostly code is rejected unless the space
+a task's function (``def <function_name>(``) or is mostly code is rejected unless the space
 sets ``mutation.allow_code``; one without exactly one ``{helper_response}`` or too similar to
 a prompt the role already has (``difflib`` ratio at least :data:`NEAR_DUPLICATE`) is dropped.
 Each rejection and its reason is stored in the study (``mutation_rejected:`` attrs).
@@ -529,12 +529,14 @@ _CODE_LINE = re.compile(
 )
 
 
-def prompt_problem(text: str, function_name: str | None, *, allow_code: bool = False) -> str | None:
+def prompt_problem(
+    text: str, function_names: Sequence[str] = (), *, allow_code: bool = False
+) -> str | None:
     """Why a cleaned mutator answer is not a usable prompt, or None if it is.
 
     Args:
         text: The cleaned prompt.
-        function_name: The task's target function, if any.
+        function_names: The target functions of the task's problems (a suite has many).
         allow_code: Accept prompts that define it or are mostly code.
     """
     count = text.count(HELPER_RESPONSE)
@@ -547,8 +549,9 @@ def prompt_problem(text: str, function_name: str | None, *, allow_code: bool = F
         return "repeats the mutator's own instructions, not an instruction for the task"
     if allow_code:
         return None
-    if function_name and re.search(rf"\bdef\s+{re.escape(function_name)}\s*\(", text):
-        return f"defines the task's function {function_name!r} (an answer, not an instruction)"
+    for name in function_names:
+        if re.search(rf"\bdef\s+{re.escape(name)}\s*\(", text):
+            return f"defines the task's function {name!r} (an answer, not an instruction)"
     lines = [line for line in text.replace(HELPER_RESPONSE, "").splitlines() if line.strip()]
     fenced, code = False, 0
     for line in lines:
@@ -766,7 +769,7 @@ async def mutation_round(
     max_chars: int = MAX_PROMPT_CHARS,
     claim_ttl: float | None = None,
     catalog: Catalog | None = None,
-    function_name: str | None = None,
+    function_names: Sequence[str] = (),
     allow_code: bool = False,
 ) -> list[PromptGeneration]:
     """Builds the next generation of every role that completed trials have used.
@@ -798,7 +801,8 @@ async def mutation_round(
             (default: the pool's).
         catalog: Prices for the cost of the mutator's calls, which go with their tokens
             into a ``mutation_spend:`` study attr (default: :meth:`Catalog.load`).
-        function_name: The task's target function: a variant defining it is rejected.
+        function_names: The target functions of the problems searched: a variant defining
+            one of them is rejected.
         allow_code: Keep variants that define it or are mostly code.
 
     Returns:
@@ -893,7 +897,7 @@ async def mutation_round(
                     reject(role, operator, "empty", completion.text)
                     return None
                 text = cleaned
-            problem = prompt_problem(text, function_name, allow_code=allow_code)
+            problem = prompt_problem(text, function_names, allow_code=allow_code)
             if problem is not None:
                 reject(role, operator, problem, text)
                 return None

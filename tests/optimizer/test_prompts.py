@@ -94,10 +94,10 @@ def test_clean_prompt_keeps_only_the_marked_prompt_of_a_chatty_answer() -> None:
 def test_an_answer_that_starts_with_chatter_is_not_a_prompt() -> None:
     for chatter in ("Certainly! Write the function.", "Here's a better prompt: be brief."):
         text = clean_prompt(chatter)
-        assert text is not None and prompt_problem(text, None) == (
+        assert text is not None and prompt_problem(text) == (
             "a reply to the mutator (it starts with chatter), not an instruction"
         )
-    assert prompt_problem("Here, the edge cases matter. {helper_response}", None) is None
+    assert prompt_problem("Here, the edge cases matter. {helper_response}") is None
 
 
 def test_clean_prompt_caps_the_length_and_keeps_the_placeholder() -> None:
@@ -532,14 +532,14 @@ def test_a_variant_defining_the_target_function_is_rejected_unless_code_is_allow
         return f"# variant {body['seed']}\n" + TARGET_ANSWER
 
     made, pool, rejected, _ = one_round(
-        tmp_path / "strict", answer, function_name="calculate_user_metrics"
+        tmp_path / "strict", answer, function_names=["calculate_user_metrics"]
     )
     assert made == [] and len(rejected) == 2
     assert all(
         "defines the task's function 'calculate_user_metrics'" in r["reason"] for r in rejected
     )
     made, pool, rejected, _ = one_round(
-        tmp_path / "allowed", answer, function_name="calculate_user_metrics", allow_code=True
+        tmp_path / "allowed", answer, function_names=["calculate_user_metrics"], allow_code=True
     )
     # code is allowed now; the second answer is only dropped as a near-duplicate of the first
     assert [r["reason"].split(" of ")[0] for r in rejected] == ["near-duplicate"]
@@ -549,11 +549,16 @@ def test_a_variant_defining_the_target_function_is_rejected_unless_code_is_allow
 
 def test_a_variant_that_is_mostly_code_is_rejected() -> None:
     code = "import math\nx = 1\nfor i in range(3):\n    x += i\nSolve it.\n{helper_response}"
-    assert prompt_problem(code, None) == "mostly code (4 of 5 lines)"
-    assert prompt_problem(code, None, allow_code=True) is None
+    assert prompt_problem(code) == "mostly code (4 of 5 lines)"
+    assert prompt_problem(code, allow_code=True) is None
     prose = "Think about edge cases:\nempty input, None, dates.\nThen answer. {helper_response}"
-    assert prompt_problem(prose, "f") is None
-    assert prompt_problem("Twice {helper_response} {helper_response}", None) == (
+    assert prompt_problem(prose, ["f"]) is None
+    # a suite: defining any of its problems' functions is an answer
+    second = "Start from this:\ndef add(a, b):\nThen explain. {helper_response}"
+    assert prompt_problem(second, ["f", "add"]) == (
+        "defines the task's function 'add' (an answer, not an instruction)"
+    )
+    assert prompt_problem("Twice {helper_response} {helper_response}") == (
         "holds {helper_response} 2 times (expected once)"
     )
 
@@ -611,10 +616,10 @@ def test_a_mutator_answer_that_repeats_its_instructions_is_rejected() -> None:
         "literal placeholder {helper_response} exactly once, where the earlier agents' answers "
         "are inserted."
     )
-    assert prompt_problem(echo, None) == (
+    assert prompt_problem(echo) == (
         "repeats the mutator's own instructions, not an instruction for the task"
     )
-    assert prompt_problem("Explain, then write code; no preamble. {helper_response}", None) is None
+    assert prompt_problem("Explain, then write code; no preamble. {helper_response}") is None
 
 
 def test_a_rules_answer_without_rules_is_rejected(tmp_path: Path) -> None:
