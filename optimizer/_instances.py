@@ -64,10 +64,15 @@ class InstanceReporter:
         self.repeats = repeats
         self.chosen = chosen
         self.scores: list[float] = []
+        self.pruned = False
         self._runs: dict[str, list[float]] = {}
 
     def __call__(self, result: RunResult) -> None:
         """Takes one graded run; reports its problem once complete.
+
+        A run that ends after the pruning, while the trial's other runs are being cancelled,
+        is reported and counted too, without raising again: the stored attrs always match
+        the reported problems.
 
         Raises:
             optuna.TrialPruned: The study's pruner stops the trial; its partial mean and the
@@ -80,15 +85,22 @@ class InstanceReporter:
         score = statistics.fmean(runs)
         self.scores.append(score)
         self.trial.report(score, step=self.steps[result.task.name])
-        if len(self.scores) < self.chosen and self.trial.should_prune():
-            mean = statistics.fmean(self.scores)
-            with batched_writes(self.trial.storage):
-                self.trial.set_user_attr("mean", mean)
-                self.trial.set_user_attr("instances_done", len(self.scores))
+        if self.pruned:
+            self._store_partial()
+        elif len(self.scores) < self.chosen and self.trial.should_prune():
+            self.pruned = True
+            mean = self._store_partial()
             raise optuna.TrialPruned(
                 f"pruner: clearly worse than the best trial after {len(self.scores)} of "
                 f"{self.chosen} problems (partial mean {mean:.4g})"
             )
+
+    def _store_partial(self) -> float:
+        mean = statistics.fmean(self.scores)
+        with batched_writes(self.trial.storage):
+            self.trial.set_user_attr("mean", mean)
+            self.trial.set_user_attr("instances_done", len(self.scores))
+        return mean
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

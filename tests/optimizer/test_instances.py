@@ -58,6 +58,10 @@ def test_wilcoxon_prunes_a_clearly_worse_trial_and_keeps_its_partial_mean() -> N
     done = len(reporter.scores)
     assert 2 < done < len(TASKS)
     assert worse.user_attrs == {"mean": 0.0, "instances_done": done}
+    # a run that ends while the pruning cancels the others is reported and counted, no raise
+    reporter(run(TASKS[done], 1.0))
+    assert worse.user_attrs == {"mean": 1 / (done + 1), "instances_done": done + 1}
+    assert len(study.trials[-1].intermediate_values) == done + 1
     study.tell(worse, state=TrialState.PRUNED)
     # an equal trial is never pruned
     equal = study.ask()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 import yaml
@@ -13,6 +14,7 @@ from optuna.trial import TrialState
 from search_helpers import asks_mutator
 from suite_helpers import PROBLEMS, mentioned, suite_responder, write_suite
 
+from optimizer._prompts import REJECTED_PREFIX, PromptPool
 from optimizer._storage import open_storage
 
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
@@ -189,7 +191,8 @@ def test_wilcoxon_prunes_worse_trials_and_their_spending_counts(tmp_path: Path) 
     dev = set(study.user_attrs["split"]["dev"])
     for trial in pruned:
         assert trial.user_attrs["mean"] == 0.0
-        assert 4 <= trial.user_attrs["instances_done"] < 6
+        # pruned after 4 or 5 problems; a run ending while the others are cancelled counts
+        assert 4 <= trial.user_attrs["instances_done"] <= 6
         assert len(trial.intermediate_values) == trial.user_attrs["instances_done"]
         assert trial.user_attrs["tokens"] > 0
         # its transcript holds the runs it made (one per problem reported), graded
@@ -217,3 +220,35 @@ def test_wilcoxon_prunes_worse_trials_and_their_spending_counts(tmp_path: Path) 
     )
     trials = sum(t.user_attrs["tokens"] for t in study.trials)
     assert summary["spent"]["tokens"] == trials + confirm
+
+
+def test_a_mutated_prompt_defining_any_dev_problems_function_is_rejected(tmp_path: Path) -> None:
+    space = suite_space(tmp_path)
+    data = yaml.safe_load(space.read_text())
+    data["mutation"]["variants"] = 4  # reflect, specialise, crossover, rephrase
+    space.write_text(yaml.safe_dump(data))
+    args = ("--space", str(space), "--study", "mini", "--dev-size", "3", "--split-seed", "2")
+    with OpenAIServer(suite_responder) as server:  # a first trial fixes the split
+        url = ("--base-url", server.base_url, "--confirm-repeats", "0")
+        first = moa_opt("search", *args, "--trials", "1", *url, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+    dev = [task_id.split("/")[1] for task_id in load(tmp_path, "mini").user_attrs["split"]["dev"]]
+    # the mutator is shown dev[0]; it answers with the solution of dev[1], dressed as a prompt
+    params, _, line, _ = PROBLEMS[dev[1]]
+    solution = f"Use this:\n\ndef {dev[1]}({params}):\n    {line}\n\nThen explain it."
+
+    def memorising(body: dict[str, Any]) -> str:
+        return solution if asks_mutator(body) else suite_responder(body)
+
+    with OpenAIServer(memorising) as server:
+        url = ("--base-url", server.base_url, "--confirm-repeats", "0")
+        searched = moa_opt("search", *args, "--trials", "3", *url, cwd=tmp_path)
+        assert searched.returncode == 0, searched.stderr
+    study = load(tmp_path, "mini")
+    rejected = [r for k, v in study.user_attrs.items() if k.startswith(REJECTED_PREFIX) for r in v]
+    reasons = {r["operator"]: r["reason"] for r in rejected}
+    assert reasons["rephrase"] == (
+        f"defines the task's function {dev[1]!r} (an answer, not an instruction)"
+    )
+    assert reasons["reflect"] == "no rules (no '- ' line of prose)"
+    assert PromptPool(study).latest("main").number == 0  # nothing was added
