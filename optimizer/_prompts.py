@@ -954,7 +954,8 @@ async def mutation_round(
                 text, sources = answer
                 others = [*existing, *new]
                 if operator in _RULE_OPERATORS:  # its rules are new to the parent, by parse_rules
-                    others = [v for v in others if v.id not in {p.id for p in sources}]
+                    parent_ids = {p.id for p in sources}
+                    others = [v for v in others if v.id not in parent_ids]
                 duplicate = _near_duplicate(text, others)
                 if duplicate is not None:
                     reject(role, operator, duplicate, text)
