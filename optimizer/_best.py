@@ -12,7 +12,9 @@ The confirm stage therefore works in two steps:
    never choose anything, so their mean is an unbiased estimate of what the config scores.
 
 The interval reported for the best config comes from its fresh runs only: a two-sided 95%
-Student's t interval, its spread shrunk toward the study's pooled within-config spread.
+Student's t interval, its spread shrunk toward the study's pooled within-config spread. Beside
+it, the 95% prediction interval of a ``reproduce --repeats 10``: where the mean of ten new
+runs should land, wider since those runs are noisy too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import optuna
 
-from optimizer._racing import ConfigRuns, best_config, study_runs
+from optimizer._racing import REPRODUCE_RUNS, ConfigRuns, best_config, study_runs
 
 __all__ = [
     "BEST_ATTR",
@@ -100,6 +102,12 @@ class BestRuns:
                 f"std {self.search.std:.3g} (optimistic: they made it the winner)."
             )
             first = f"Confirmed on {runs.n} fresh runs after it was chosen: {figures}."
+            low, high = runs.predicted(REPRODUCE_RUNS)
+            first += (
+                f" A reproduce --repeats {REPRODUCE_RUNS} should average within "
+                f"[{low:.4g}, {high:.4g}] (95% prediction interval: new runs have noise "
+                "of their own)."
+            )
         else:
             found = "Not confirmed on fresh runs yet: these runs chose it, so expect less."
             first = f"Its {runs.n} search runs: {figures}."

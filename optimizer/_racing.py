@@ -44,6 +44,7 @@ from scipy.stats import t as student_t  # type: ignore[import-untyped]
 
 __all__ = [
     "PRIOR_RUNS",
+    "REPRODUCE_RUNS",
     "RUNS_ATTR",
     "ConfigRuns",
     "best_config",
@@ -53,6 +54,7 @@ __all__ = [
     "lower_confidence_bound",
     "more_runs",
     "pooled_std",
+    "prediction_interval",
     "rank_key",
     "study_runs",
     "upper_confidence_bound",
@@ -63,6 +65,9 @@ RUNS_ATTR = "runs"
 
 PRIOR_RUNS = 4
 """Weight, in runs, of the study's pooled within-config spread in every config's bounds."""
+
+REPRODUCE_RUNS = 10
+"""The reproduction the reported prediction is for: ``reproduce --repeats 10``."""
 
 
 def _spread(scores: Sequence[float], prior: float) -> tuple[float, int]:
@@ -112,6 +117,25 @@ def confidence_interval(scores: Sequence[float], prior: float = 0.0) -> tuple[fl
     if not scores:
         return (0.0, 0.0)
     mean, margin = statistics.fmean(scores), _margin(scores, prior, 0.975)
+    return (mean - margin, mean + margin)
+
+
+def prediction_interval(
+    scores: Sequence[float], runs: int, prior: float = 0.0
+) -> tuple[float, float]:
+    """Two-sided 95% prediction interval for the mean of ``runs`` new runs of the config.
+
+    Wider than the interval of the mean: ``mean +- t * std * sqrt(1/n + 1/runs)``, since the
+    new runs' mean has noise of its own. It is what a ``reproduce --repeats runs`` should
+    land in, if the runs of ``scores`` were not chosen for being high.
+    """
+    if not scores:
+        return (0.0, 0.0)
+    std, df = _spread(scores, prior)
+    mean = statistics.fmean(scores)
+    if df < 1 or std == 0:
+        return (mean, mean)
+    margin = float(student_t.ppf(0.975, df)) * std * math.sqrt(1 / len(scores) + 1 / runs)
     return (mean - margin, mean + margin)
 
 
@@ -197,6 +221,14 @@ class ConfigRuns:
         low, high = confidence_interval(self.scores, self.prior)
         return max(0.0, low), min(self.max_score, high) if self.max_score > 0 else high
 
+    def predicted(self, runs: int) -> tuple[float, float]:
+        """Where the mean of ``runs`` new runs should land: a 95% prediction interval.
+
+        Shrunk toward ``prior`` and cut to 0 to ``max_score``, as :attr:`interval`.
+        """
+        low, high = prediction_interval(self.scores, runs, self.prior)
+        return max(0.0, low), min(self.max_score, high) if self.max_score > 0 else high
+
     @property
     def best(self) -> float:
         """The best single run."""
@@ -224,6 +256,7 @@ class ConfigRuns:
     def stats(self) -> dict[str, Any]:
         """Returns the statistics as JSON-ready data."""
         low, high = self.interval
+        predicted = self.predicted(REPRODUCE_RUNS)
         return {
             "config_key": self.key,
             "trials": list(self.trials),
@@ -234,6 +267,11 @@ class ConfigRuns:
             "ucb": self.ucb,
             "ci_low": low,
             "ci_high": high,
+            "reproduce_interval": {
+                "repeats": REPRODUCE_RUNS,
+                "low": predicted[0],
+                "high": predicted[1],
+            },
             "prior_std": self.prior,
             "best_single_run": self.best,
             "max_rate": self.max_rate,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -12,9 +14,77 @@ from graders._base import BaseGrader, Task
 from optimizer._catalog import Catalog, check_context
 from optimizer._config import MoAConfig, config_to_dict
 from optimizer._evaluate import Evaluation, RunResult, evaluate
+from optimizer._racing import prediction_interval
 from optimizer.providers import Router
 
-__all__ = ["Reproduction", "context_warnings", "reproduce", "reproduction_json", "results_table"]
+__all__ = [
+    "Expectation",
+    "Reproduction",
+    "context_warnings",
+    "expectation",
+    "reproduce",
+    "reproduction_json",
+    "results_table",
+]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the search that exported a config predicts a reproduction of it scores.
+
+    Attributes:
+        source: The statistics file beside the config (``<stem>.stats.json``).
+        confirmed: Whether the prediction comes from fresh runs (else from the search runs
+            that chose the config, so it is optimistic).
+        runs: How many runs it comes from.
+        repeats: The reproduction's runs it is for.
+        low: Low end of the 95% prediction interval of the reproduction's mean.
+        high: High end.
+    """
+
+    source: Path
+    confirmed: bool
+    runs: int
+    repeats: int
+    low: float
+    high: float
+
+    def verdict(self, mean: float) -> str:
+        """``inside``, ``below`` or ``above`` the interval."""
+        return "below" if mean < self.low else "above" if mean > self.high else "inside"
+
+    def to_dict(self, mean: float) -> dict[str, Any]:
+        """Returns the prediction and how ``mean`` compares, as JSON-ready data."""
+        return {
+            "stats_file": str(self.source),
+            "confirmed": self.confirmed,
+            "runs": self.runs,
+            "repeats": self.repeats,
+            "low": self.low,
+            "high": self.high,
+            "verdict": self.verdict(mean),
+        }
+
+
+def expectation(stats_file: Path, repeats: int) -> Expectation | None:
+    """The prediction an exported config's statistics file makes for ``repeats`` new runs.
+
+    None when there is no such file or it holds no runs; a file that is not an export's
+    statistics is ignored the same way, since the prediction is an aside to the scores.
+    """
+    try:
+        data = json.loads(stats_file.read_text(encoding="utf-8"))
+        scores = [float(score) for score in data["scores"]]
+        prior = float(data.get("prior_std", 0.0))
+        top = float(data.get("max_score", 0.0))
+        confirmed = bool(data.get("confirmed", False))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not scores:
+        return None
+    low, high = prediction_interval(scores, repeats, prior)
+    low, high = max(0.0, low), min(top, high) if top > 0 else high
+    return Expectation(stats_file, confirmed, len(scores), repeats, low, high)
 
 
 @dataclass(frozen=True)
@@ -24,10 +94,12 @@ class Reproduction:
     Attributes:
         name: How the config is shown (its file name).
         evaluation: Its runs and statistics.
+        expected: What its search predicted for this many runs, if it left a prediction.
     """
 
     name: str
     evaluation: Evaluation
+    expected: Expectation | None = None
 
 
 def context_warnings(
@@ -121,7 +193,20 @@ def results_table(reproductions: Sequence[Reproduction]) -> Table:
     row("calls (cached)", lambda e: f"{e.calls} ({e.cache_hits})")
     row("est. cost", lambda e: f"${e.cost:.4f}")
     row("wall time", lambda e: f"{e.wall_time:.1f}s")
+    if any(r.expected is not None for r in reproductions):
+        table.add_row("search predicted (95%)", *(_predicted(r) for r in reproductions))
     return table
+
+
+def _predicted(reproduction: Reproduction) -> str:
+    expected = reproduction.expected
+    if expected is None:
+        return "-"
+    kind = "fresh" if expected.confirmed else "search (optimistic)"
+    return (
+        f"{_points(expected.low)}..{_points(expected.high)}: mean "
+        f"{expected.verdict(reproduction.evaluation.mean)} ({expected.runs} {kind} runs)"
+    )
 
 
 def reproduction_json(reproductions: Sequence[Reproduction]) -> dict[str, Any]:
@@ -133,6 +218,7 @@ def reproduction_json(reproductions: Sequence[Reproduction]) -> dict[str, Any]:
                 "name": r.name,
                 "config": config_to_dict(r.evaluation.config),
                 **r.evaluation.summary(),
+                "expected": None if r.expected is None else r.expected.to_dict(r.evaluation.mean),
                 "runs": [
                     {
                         "task": run.task.name,

@@ -15,6 +15,7 @@ from optimizer._export import (
     study_task,
     workshop_losses,
 )
+from optimizer._racing import REPRODUCE_RUNS
 from optimizer._storage import DEFAULT_RUNS_DIR, load_study
 from optimizer.cli.validate import validation_lines, validations
 
@@ -68,6 +69,9 @@ def handle(args: argparse.Namespace) -> int:
                 f" mean {runs.mean:.4g} ± {runs.std:.3g} over {runs.n} {kind}, 95% interval "
                 f"[{low:.4g}, {high:.4g}], best single run {exported.runs.best_single_run:.4g}"
             )
+            if exported.runs.confirmed:
+                low, high = runs.predicted(REPRODUCE_RUNS)
+                mean += f"; a {REPRODUCE_RUNS}-run reproduce should average {low:.4g}..{high:.4g}"
             source = ""
         else:
             mean = "" if exported.mean is None else f" mean {exported.mean:.4g}"

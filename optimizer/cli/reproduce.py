@@ -6,18 +6,21 @@ import argparse
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 
 from graders._base import BaseGrader, Task
 from optimizer._catalog import Catalog
-from optimizer._config import MoAConfig, load_config
+from optimizer._config import MoAConfig, load_config, load_config_task
 from optimizer._errors import UserError
 from optimizer._evaluate import RunResult, write_transcript
+from optimizer._export import stats_path
 from optimizer._reproduce import (
     Reproduction,
     context_warnings,
+    expectation,
     reproduce,
     reproduction_json,
     results_table,
@@ -99,6 +102,14 @@ def load_grader_and_tasks(task: str, grader: str | None) -> tuple[BaseGrader, tu
         raise UserError(f"--grader: {error}") from None
 
 
+def _on_own_task(path: Path, task: str | None) -> bool:
+    """Whether the config runs on the task its search ran on (what its statistics are for)."""
+    if task is None:
+        return True
+    named = load_config_task(path)
+    return named is not None and named[0].source == task
+
+
 def _names(paths: list[Path]) -> list[str]:
     """Short distinct column names: file names, or whole paths where names repeat."""
     names = [p.name for p in paths]
@@ -125,6 +136,13 @@ def handle(args: argparse.Namespace) -> int:
     for warning in context_warnings(configs, tasks, catalog):
         err.print(f"[yellow]warning:[/] may not fit: {warning}", highlight=False)
     results = asyncio.run(_run(configs, tasks, grader, catalog, args, err))
+    if len(tasks) == 1 and args.grader is None:
+        results = [
+            replace(result, expected=expectation(stats_path(path), args.repeats))
+            if _on_own_task(path, args.task)
+            else result
+            for result, path in zip(results, args.configs, strict=True)
+        ]
     folder = run_folder(REPRODUCE_DIR)
     for number, result in enumerate(results):
         extra = {"reproduce": result.name, "task": chosen.location}

@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
@@ -16,6 +17,7 @@ from optimizer._racing import (
     lower_confidence_bound,
     more_runs,
     pooled_std,
+    prediction_interval,
     study_runs,
     upper_confidence_bound,
 )
@@ -91,6 +93,34 @@ def test_the_reported_interval_stays_within_the_scores_a_run_can_get() -> None:
     assert runs("top", 120, 90).interval[1] == 120.0
     unknown = ConfigRuns("u", {}, (0,), (0, 1), (0.0, 30.0), 0.0)  # no max score: no top cut
     assert unknown.interval == (0.0, confidence_interval(unknown.scores)[1])
+
+
+def test_a_reproductions_mean_lands_in_the_prediction_interval_not_always_in_the_ci() -> None:
+    # 6 fresh runs predict the mean of a 10-run reproduction, as the confirm stage reports
+    rng = np.random.default_rng(7)
+    inside_prediction = inside_ci = 0
+    for _ in range(4000):
+        fresh = rng.normal(50.0, 30.0, 6).tolist()
+        reproduced = float(rng.normal(50.0, 30.0, 10).mean())
+        low, high = prediction_interval(fresh, 10)
+        inside_prediction += low <= reproduced <= high
+        low, high = confidence_interval(fresh)
+        inside_ci += low <= reproduced <= high
+    assert 0.93 < inside_prediction / 4000 < 0.97  # what it promises
+    assert inside_ci / 4000 < 0.90  # the interval of the mean is too narrow for this
+    # mean +- t(0.975, n - 1) * std * sqrt(1/n + 1/m)
+    assert prediction_interval([60.0, 100.0, 60.0, 100.0], 10) == pytest.approx(
+        (
+            80 - 3.182 * 23.094 * (1 / 4 + 1 / 10) ** 0.5,
+            80 + 3.182 * 23.094 * (1 / 4 + 1 / 10) ** 0.5,
+        ),
+        abs=1e-2,
+    )
+    assert prediction_interval([40.0], 10) == (40.0, 40.0)  # no spread known
+    spread = runs("s", 0, 10, 5, 120, 115)
+    stats = spread.stats()["reproduce_interval"]
+    assert stats["repeats"] == 10 and (stats["low"], stats["high"]) == spread.predicted(10)
+    assert spread.predicted(10)[0] == 0.0 and spread.predicted(10)[1] == 120.0  # cut to scores
 
 
 def test_bounds_borrow_the_studys_spread_so_runs_that_agree_by_chance_are_not_certain() -> None:

@@ -513,6 +513,11 @@ def test_the_reported_figures_come_from_fresh_runs_made_after_the_choice(
     assert header[1].startswith("# Confirmed on 4 fresh runs after it was chosen: mean 80/120")
     lines = "\n".join(summary_lines(summary))
     assert "Confirmed on 4 fresh runs" in lines and "optimistic" in lines
+    # and where a 10-run reproduction of it should land: wider, its runs are noisy too
+    predicted = summary.fresh_runs.predicted(10)
+    assert predicted[0] < low and predicted[1] > high
+    assert [stats["reproduce_interval"][k] for k in ("low", "high")] == pytest.approx(predicted)
+    assert f"reproduce --repeats 10 should average within [{predicted[0]:.4g}," in lines
     # fresh runs never pool with the search's runs, so they never choose anything
     pools = study_runs(load(tmp_path))
     assert all(r < FRESH_FIRST_REPEAT for p in pools.values() for r in p.repeats)

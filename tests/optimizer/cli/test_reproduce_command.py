@@ -12,6 +12,7 @@ from moa_cli import moa_opt
 from openai_server import OpenAIServer
 
 from optimizer._config import config_from_workshop, config_to_dict, load_config
+from optimizer._racing import ConfigRuns
 from optimizer._storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -196,3 +197,61 @@ def test_unknown_grader_or_task_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("moa-opt: error: --task:")
+
+
+def write_stats(config: Path, *scores: float) -> None:
+    """The statistics file ``export`` writes beside a confirmed config, with these fresh runs."""
+    runs = ConfigRuns("k", {}, (0,), tuple(range(len(scores))), scores, 120.0)
+    stats = {"trial": 0, "confirmed": True, **runs.stats()}
+    config.with_name(f"{config.stem}.stats.json").write_text(json.dumps(stats))
+
+
+def test_reproduce_says_whether_its_mean_is_where_the_exporting_search_predicted(
+    tmp_path: Path, code_server: OpenAIServer
+) -> None:
+    # runs alternate 120 and a lower score: the mean of 4 is their midpoint
+    mean = reproduce_json(tmp_path, code_server, write_yaml(tmp_path / "c.yaml").name)["configs"][
+        0
+    ]["mean"]
+    write_stats(
+        write_yaml(tmp_path / "spread.yaml"), mean - 40, mean + 40, mean, mean - 20, mean + 20
+    )
+    write_stats(write_yaml(tmp_path / "narrow.yaml"), 10, 12, 11, 9, 10, 11)
+    write_yaml(tmp_path / "plain.yaml")
+    (tmp_path / "junk.stats.json").write_text("{not json")
+    write_yaml(tmp_path / "junk.yaml")
+    configs = reproduce_json(
+        tmp_path, code_server, "spread.yaml", "narrow.yaml", "plain.yaml", "junk.yaml"
+    )["configs"]
+    spread, narrow, plain, junk = (c["expected"] for c in configs)
+    assert spread["verdict"] == "inside" and spread["low"] < mean < spread["high"]
+    assert spread["repeats"] == 4 and spread["runs"] == 5 and spread["confirmed"] is True
+    assert spread["stats_file"].endswith("spread.stats.json")
+    assert narrow["verdict"] == "above" and narrow["high"] < 13
+    assert plain is None and junk is None  # no statistics beside them: nothing predicted
+    done = moa_opt(
+        "reproduce",
+        "narrow.yaml",
+        "--repeats",
+        "4",
+        "--base-url",
+        code_server.base_url,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "search predicted (95%)" in done.stdout and "mean above (6 fresh" in done.stdout
+    # --task naming a task the config does not name: the prediction may not apply
+    other = moa_opt(
+        "reproduce",
+        "narrow.yaml",
+        "--repeats",
+        "1",
+        "--task",
+        "challenge",
+        "--base-url",
+        code_server.base_url,
+        "--json",
+        cwd=tmp_path,
+    )
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["configs"][0]["expected"] is None
