@@ -117,7 +117,6 @@ class ConfirmStage:
     router: Router
     catalog: Catalog
     workers: int
-    seed: int | None
     objectives: tuple[str, ...]
     objective: Objective
     study_dir: Path
@@ -207,7 +206,7 @@ class ConfirmStage:
                 self.router,
                 self.objective.grader,
                 repeats=count,
-                seed=self.seed or 0,
+                seed=self.objective.seed,
                 first=first,
                 catalog=self.catalog,
             )

@@ -17,7 +17,7 @@ from optimizer._budget import Budget
 from optimizer._config import MoAConfig, config_to_dict
 from optimizer._errors import UserError
 from optimizer._instances import make_pruner
-from optimizer._objective import DIRECTIONS
+from optimizer._objective import DIRECTIONS, Objective
 from optimizer._prompts import PromptPool
 from optimizer._space import SearchSpace
 from optimizer._split import Split, store_split
@@ -25,8 +25,10 @@ from optimizer._storage import storage_lock
 from optimizer._taskref import TASK_ATTR, TaskRef, changed_parts
 
 __all__ = [
+    "CALL_SEED_ATTR",
     "RACING_ATTR",
     "SAMPLERS",
+    "SEED_STRIDE",
     "SPACE_ATTR",
     "SearchError",
     "SearchSetup",
@@ -38,6 +40,11 @@ RACING_ATTR = "racing"
 """Study user attr: the racing settings (``incumbent_runs``, ``max_runs``) of the study."""
 SPACE_ATTR = "space"
 """Study user attr: the search space the study was created with."""
+CALL_SEED_ATTR = "call_seed"
+"""Study user attr: the base of its model-call seeds (run ``r`` of a config uses base + r)."""
+SEED_STRIDE = 10_000_000
+"""A new study's call seeds start at ``--seed`` times this, so studies with different seeds
+draw different answers (with base ``seed`` itself, seeds 2 and 3 shared all but one seed)."""
 
 
 class SearchError(UserError):
@@ -107,6 +114,7 @@ class SearchSetup:
     budget: Budget
     sampler_name: str
     seed: int | None
+    objective: Objective
     objectives: tuple[str, ...]
     baselines: tuple[tuple[str, MoAConfig], ...]
     task: TaskRef | None
@@ -115,6 +123,8 @@ class SearchSetup:
 
     def open_study(self) -> optuna.Study:
         """Creates or loads the study; checks it was made with this space, objectives and task.
+
+        Sets the objective's call seed to the study's (see :data:`CALL_SEED_ATTR`).
 
         Raises:
             SearchError: The study exists with other objectives, another search space or a
@@ -170,6 +180,11 @@ class SearchSetup:
             }
             if attrs.get(RACING_ATTR) != racing:
                 study.set_user_attr(RACING_ATTR, racing)
+            if existing is None and CALL_SEED_ATTR not in attrs:
+                study.set_user_attr(CALL_SEED_ATTR, (self.seed or 0) * SEED_STRIDE)
+            # a resumed study keeps its seeds; one made before they were stored used ``seed``
+            stored = study.user_attrs.get(CALL_SEED_ATTR, self.seed or 0)
+        self.objective.seed = int(stored)
         return study
 
     def _check_task(self, study: optuna.Study, stored: Any) -> None:

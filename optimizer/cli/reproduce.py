@@ -73,7 +73,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--grader", metavar="NAME", help="grader name (default: the task's own grader)"
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="base sampling seed (default 0, as the search's)"
+        "--seed",
+        type=int,
+        default=0,
+        help="base model seed: repeat r uses S+r (default 0, as a search without --seed)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     add_model_flags(parser)

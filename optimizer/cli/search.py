@@ -144,7 +144,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--sampler", choices=SAMPLERS, default="tpe", help="Optuna sampler (default tpe)"
     )
     parser.add_argument(
-        "--seed", type=int, metavar="S", help="seed for the sampler and the model calls"
+        "--seed",
+        type=int,
+        metavar="S",
+        help="seed for the sampler and a new study's model calls (seeds from S x 10,000,000)",
     )
     parser.add_argument(
         "--objectives",

@@ -292,6 +292,33 @@ def test_resume_keeps_trials_and_counts_what_was_spent(tmp_path: Path) -> None:
     assert len([k for k in study.user_attrs if k.startswith("session:")]) == 3
 
 
+def test_studies_with_different_seeds_draw_different_model_seeds_and_keep_them(
+    tmp_path: Path,
+) -> None:
+    def seeds_of(server: OpenAIServer, first: int) -> set[int]:
+        return {r.body["seed"] for r in server.chat_requests[first:] if not asks_mutator(r.body)}
+
+    with OpenAIServer(seed_responder) as server:
+        run(search(tmp_path, server, study="a", budget=Budget(trials=3), seed=1,
+                   confirm_repeats=2))  # fmt: skip
+        a, first = seeds_of(server, 0), len(server.chat_requests)
+        run(search(tmp_path, server, study="b", budget=Budget(trials=3), seed=2,
+                   confirm_repeats=2))  # fmt: skip
+        b = seeds_of(server, first)
+        resumed = len(server.chat_requests)
+        run(search(tmp_path, server, study="a", budget=Budget(trials=5), seed=7))
+        later = seeds_of(server, resumed)
+        last = len(server.chat_requests)
+        run(search(tmp_path, server, study="z", budget=Budget(trials=2)))
+        unseeded = seeds_of(server, last)
+    # seeds 1 and 2 used to mean call seeds 1 + r and 2 + r: nearly the same draws
+    assert not a & b
+    assert all(10_000_000 <= s < 20_000_000 for s in a) and all(s >= 20_000_000 for s in b)
+    assert later and all(10_000_000 <= s < 20_000_000 for s in later)  # a keeps its seeds
+    assert load(tmp_path, "a").user_attrs["call_seed"] == 10_000_000
+    assert all(s < 10_000_000 for s in unseeded)  # no --seed: seeds from 0, as reproduce's
+
+
 def test_a_resumed_study_rejects_another_space(tmp_path: Path) -> None:
     with OpenAIServer(seed_responder) as server:
         run(search(tmp_path, server, budget=Budget(trials=1)))
