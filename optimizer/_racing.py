@@ -218,15 +218,17 @@ class ConfigRuns:
         Cut to the scores a run can get, 0 to ``max_score`` (when known): a mean outside
         them is impossible, however few and spread the runs.
         """
-        low, high = confidence_interval(self.scores, self.prior)
-        return max(0.0, low), min(self.max_score, high) if self.max_score > 0 else high
+        return self._possible(*confidence_interval(self.scores, self.prior))
 
     def predicted(self, runs: int) -> tuple[float, float]:
         """Where the mean of ``runs`` new runs should land: a 95% prediction interval.
 
         Shrunk toward ``prior`` and cut to 0 to ``max_score``, as :attr:`interval`.
         """
-        low, high = prediction_interval(self.scores, runs, self.prior)
+        return self._possible(*prediction_interval(self.scores, runs, self.prior))
+
+    def _possible(self, low: float, high: float) -> tuple[float, float]:
+        """Cut to the means a run can get: 0 to ``max_score`` (when known)."""
         return max(0.0, low), min(self.max_score, high) if self.max_score > 0 else high
 
     @property

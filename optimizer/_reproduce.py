@@ -14,7 +14,7 @@ from graders._base import BaseGrader, Task
 from optimizer._catalog import Catalog, check_context
 from optimizer._config import MoAConfig, config_to_dict
 from optimizer._evaluate import Evaluation, RunResult, evaluate
-from optimizer._racing import prediction_interval
+from optimizer._racing import ConfigRuns
 from optimizer.providers import Router
 
 __all__ = [
@@ -82,9 +82,8 @@ def expectation(stats_file: Path, repeats: int) -> Expectation | None:
         return None
     if not scores:
         return None
-    low, high = prediction_interval(scores, repeats, prior)
-    low, high = max(0.0, low), min(top, high) if top > 0 else high
-    return Expectation(stats_file, confirmed, len(scores), repeats, low, high)
+    runs = ConfigRuns("", {}, (), tuple(range(len(scores))), tuple(scores), top, prior)
+    return Expectation(stats_file, confirmed, runs.n, repeats, *runs.predicted(repeats))
 
 
 @dataclass(frozen=True)
