@@ -69,17 +69,22 @@ class Expectation:
 def expectation(stats_file: Path, repeats: int) -> Expectation | None:
     """The prediction an exported config's statistics file makes for ``repeats`` new runs.
 
-    None when there is no such file or it holds no runs; a file that is not an export's
-    statistics is ignored the same way, since the prediction is an aside to the scores.
+    None when there is no such file or it holds no runs.
+
+    Raises:
+        ValueError: The file is there but is not an export's statistics; the message says why.
     """
+    if not stats_file.is_file():
+        return None
     try:
         data = json.loads(stats_file.read_text(encoding="utf-8"))
         scores = [float(score) for score in data["scores"]]
         prior = float(data.get("prior_std", 0.0))
         top = float(data.get("max_score", 0.0))
         confirmed = bool(data.get("confirmed", False))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        reason = f"no field {error}" if isinstance(error, KeyError) else str(error)
+        raise ValueError(f"{stats_file}: not an export's statistics ({reason})") from None
     if not scores:
         return None
     runs = ConfigRuns("", {}, (), tuple(range(len(scores))), tuple(scores), top, prior)

@@ -18,6 +18,7 @@ from optimizer._errors import UserError
 from optimizer._evaluate import RunResult, write_transcript
 from optimizer._export import stats_path
 from optimizer._reproduce import (
+    Expectation,
     Reproduction,
     context_warnings,
     expectation,
@@ -105,6 +106,15 @@ def load_grader_and_tasks(task: str, grader: str | None) -> tuple[BaseGrader, tu
         raise UserError(f"--grader: {error}") from None
 
 
+def _expected(path: Path, repeats: int, err: Console) -> Expectation | None:
+    """What the search predicted for ``path``'s reproduction, or None (warned if unreadable)."""
+    try:
+        return expectation(stats_path(path), repeats)
+    except ValueError as error:
+        err.print(f"[yellow]warning:[/] {error}; no prediction shown", highlight=False)
+        return None
+
+
 def _on_own_task(path: Path, task: str | None) -> bool:
     """Whether the config runs on the task its search ran on (what its statistics are for)."""
     if task is None:
@@ -141,7 +151,7 @@ def handle(args: argparse.Namespace) -> int:
     results = asyncio.run(_run(configs, tasks, grader, catalog, args, err))
     if len(tasks) == 1 and args.grader is None:
         results = [
-            replace(result, expected=expectation(stats_path(path), args.repeats))
+            replace(result, expected=_expected(path, args.repeats, err))
             if _on_own_task(path, args.task)
             else result
             for result, path in zip(results, args.configs, strict=True)

@@ -228,7 +228,18 @@ def test_reproduce_says_whether_its_mean_is_where_the_exporting_search_predicted
     assert spread["repeats"] == 4 and spread["runs"] == 5 and spread["confirmed"] is True
     assert spread["stats_file"].endswith("spread.stats.json")
     assert narrow["verdict"] == "above" and narrow["high"] < 13
-    assert plain is None and junk is None  # no statistics beside them: nothing predicted
+    assert plain is None and junk is None  # none beside it, or unreadable: nothing predicted
+    done = moa_opt(
+        "reproduce",
+        "junk.yaml",
+        "--repeats",
+        "1",
+        "--base-url",
+        code_server.base_url,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    assert "warning: junk.stats.json: not an export's statistics" in done.stderr
     done = moa_opt(
         "reproduce",
         "narrow.yaml",
