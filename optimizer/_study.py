@@ -124,8 +124,8 @@ class Search(SearchSetup, TrialLoop, ConfirmStage):
         workers: Trials in flight at once.
         sampler: Sampler name (see :data:`SAMPLERS`).
         seed: Seeds the sampler (offset by the trials already in the study, so a resumed
-            study does not replay its draws) and the model calls (repeat ``r`` uses
-            ``seed + r``; 0 if None).
+            study does not replay its draws) and a new study's model calls (repeat ``r``
+            uses ``seed * SEED_STRIDE + r``; 0 if None; a resumed study keeps its own).
         objectives: ``("score",)``, ``("score", "cost")`` or ``("score", "latency")``.
         baselines: Named configs enqueued first (mapped onto the space), unless the study
             already ran them.
