@@ -28,11 +28,13 @@ from optimizer._racing import REPRODUCE_RUNS, ConfigRuns, best_config, study_run
 
 __all__ = [
     "BEST_ATTR",
+    "CALL_SEED_ATTR",
     "FRESH_ATTR",
     "FRESH_FIRST_REPEAT",
     "BestRuns",
     "fresh_runs",
     "study_best",
+    "study_call_seed",
 ]
 
 FRESH_ATTR = "fresh"
@@ -40,6 +42,9 @@ FRESH_ATTR = "fresh"
 
 BEST_ATTR = "best"
 """Study user attr naming the config the last confirm stage chose: ``{"config_key": ...}``."""
+
+CALL_SEED_ATTR = "call_seed"
+"""Study user attr: the base of its model-call seeds (run ``r`` of a config uses base + r)."""
 
 FRESH_FIRST_REPEAT = 1_000_000
 """Fresh runs use repeat indices (and so seeds) from here on, apart from every search run."""
@@ -53,10 +58,13 @@ class BestRuns:
         search: Its pooled search runs (trials, racing, the confirm stage's top-ups). They
             chose it, so their mean is optimistic.
         fresh: Its fresh runs, made after it was chosen, or None before a confirm stage.
+        call_seed: The study's :data:`CALL_SEED_ATTR` (run ``r`` used seed ``call_seed + r``),
+            or None if the study predates it.
     """
 
     search: ConfigRuns
     fresh: ConfigRuns | None
+    call_seed: int | None = None
 
     @property
     def trial(self) -> int:
@@ -85,6 +93,7 @@ class BestRuns:
             "confirmed": self.confirmed,
             **self.runs.stats(),
             "best_single_run": self.best_single_run,
+            "call_seed": self.call_seed,
             "search": self.search.stats(),
         }
 
@@ -145,4 +154,10 @@ def study_best(study: optuna.Study, incumbent_runs: int) -> BestRuns | None:
         search = best_config(pools, incumbent_runs)
     if search is None:
         return None
-    return BestRuns(search, fresh_runs(study, search))
+    return BestRuns(search, fresh_runs(study, search), study_call_seed(study))
+
+
+def study_call_seed(study: optuna.Study) -> int | None:
+    """The study's :data:`CALL_SEED_ATTR`, or None if it has none."""
+    value = study.user_attrs.get(CALL_SEED_ATTR)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

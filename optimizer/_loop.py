@@ -246,6 +246,7 @@ class TrialLoop:
                     catalog=self.catalog,
                     function_names=[t.function_name for t in self.tasks if t.function_name],
                     allow_code=mutation.allow_code,
+                    seed=self.objective.seed,
                 )
             except Exception as error:  # the search goes on with the pool it has
                 self._notify(study, 0, f"mutation round failed: {type(error).__name__}: {error}")

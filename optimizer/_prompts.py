@@ -771,6 +771,7 @@ async def mutation_round(
     catalog: Catalog | None = None,
     function_names: Sequence[str] = (),
     allow_code: bool = False,
+    seed: int = 0,
 ) -> list[PromptGeneration]:
     """Builds the next generation of every role that completed trials have used.
 
@@ -804,6 +805,9 @@ async def mutation_round(
         function_names: The target functions of the problems searched: a variant defining
             one of them is rejected.
         allow_code: Keep variants that define it or are mostly code.
+        seed: Base of the mutator's sampling seeds (the study's call seed, so studies with
+            different seeds also write different prompts); call ``i`` of round ``r`` uses
+            ``seed + 1000 * r + i``.
 
     Returns:
         The generations this call committed (empty if there was nothing to do or another
@@ -862,8 +866,8 @@ async def mutation_round(
                 ),
                 temperature=temperature,
                 max_tokens=max_tokens,
-                seed=round_number * 1000 + index,
-                sample=round_number * 1000 + index,
+                seed=seed + round_number * 1000 + index,
+                sample=seed + round_number * 1000 + index,
             )
             completion = None
             for attempt in (request, replace(request, max_tokens=2 * max_tokens)):

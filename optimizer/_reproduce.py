@@ -40,6 +40,9 @@ class Expectation:
         repeats: The reproduction's runs it is for.
         low: Low end of the 95% prediction interval of the reproduction's mean.
         high: High end.
+        shared_seeds: How many of the reproduction's seeds the search already used for this
+            config: those runs replay its answers, so they are no independent check.
+        fresh_seed: A base seed whose ``repeats`` seeds the search never used for it.
     """
 
     source: Path
@@ -48,6 +51,8 @@ class Expectation:
     repeats: int
     low: float
     high: float
+    shared_seeds: int = 0
+    fresh_seed: int = 0
 
     def verdict(self, mean: float) -> str:
         """``inside``, ``below`` or ``above`` the interval."""
@@ -63,13 +68,15 @@ class Expectation:
             "low": self.low,
             "high": self.high,
             "verdict": self.verdict(mean),
+            "shared_seeds": self.shared_seeds,
         }
 
 
-def expectation(stats_file: Path, repeats: int) -> Expectation | None:
+def expectation(stats_file: Path, repeats: int, seed: int = 0) -> Expectation | None:
     """The prediction an exported config's statistics file makes for ``repeats`` new runs.
 
-    None when there is no such file or it holds no runs.
+    None when there is no such file or it holds no runs. ``seed`` is the reproduction's base
+    seed, checked against the seeds the search used (known when the file has ``call_seed``).
 
     Raises:
         ValueError: The file is there but is not an export's statistics; the message says why.
@@ -82,13 +89,28 @@ def expectation(stats_file: Path, repeats: int) -> Expectation | None:
         prior = float(data.get("prior_std", 0.0))
         top = float(data.get("max_score", 0.0))
         confirmed = bool(data.get("confirmed", False))
+        used = _used_seeds(data)
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
         reason = f"no field {error}" if isinstance(error, KeyError) else str(error)
         raise ValueError(f"{stats_file}: not an export's statistics ({reason})") from None
     if not scores:
         return None
     runs = ConfigRuns("", {}, (), tuple(range(len(scores))), tuple(scores), top, prior)
-    return Expectation(stats_file, confirmed, runs.n, repeats, *runs.predicted(repeats))
+    shared = len(used.intersection(range(seed, seed + repeats)))
+    fresh = seed
+    while used.intersection(range(fresh, fresh + repeats)):
+        fresh = (fresh // 1000 + 1) * 1000
+    low, high = runs.predicted(repeats)
+    return Expectation(stats_file, confirmed, runs.n, repeats, low, high, shared, fresh)
+
+
+def _used_seeds(data: Any) -> set[int]:
+    """The model seeds of every run in an export's statistics (empty without ``call_seed``)."""
+    base = data.get("call_seed")
+    if not isinstance(base, int) or isinstance(base, bool):
+        return set()
+    repeats = list(data.get("repeats", [])) + list(data.get("search", {}).get("repeats", []))
+    return {base + int(r) for r in repeats}
 
 
 @dataclass(frozen=True)
@@ -207,9 +229,12 @@ def _predicted(reproduction: Reproduction) -> str:
     if expected is None:
         return "-"
     kind = "fresh" if expected.confirmed else "search (optimistic)"
+    shared = expected.shared_seeds
+    replayed = f"; {shared} replay the search's" if shared else ""
     return (
         f"{_points(expected.low)}..{_points(expected.high)}: mean "
-        f"{expected.verdict(reproduction.evaluation.mean)} ({expected.runs} {kind} runs)"
+        f"{expected.verdict(reproduction.evaluation.mean)} ({expected.runs} {kind} runs"
+        f"{replayed})"
     )
 
 

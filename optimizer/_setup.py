@@ -13,6 +13,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from pydantic import TypeAdapter
 
+from optimizer._best import CALL_SEED_ATTR
 from optimizer._budget import Budget
 from optimizer._config import MoAConfig, config_to_dict
 from optimizer._errors import UserError
@@ -40,8 +41,6 @@ RACING_ATTR = "racing"
 """Study user attr: the racing settings (``incumbent_runs``, ``max_runs``) of the study."""
 SPACE_ATTR = "space"
 """Study user attr: the search space the study was created with."""
-CALL_SEED_ATTR = "call_seed"
-"""Study user attr: the base of its model-call seeds (run ``r`` of a config uses base + r)."""
 SEED_STRIDE = 10_000_000
 """A new study's call seeds start at ``--seed`` times this, so studies with different seeds
 draw different answers (with base ``seed`` itself, seeds 2 and 3 shared all but one seed)."""

@@ -37,6 +37,7 @@ from graders._base import BaseGrader, Task
 from optimizer._best import (
     BestRuns,
     study_best,
+    study_call_seed,
 )
 from optimizer._budget import (
     CONFIRM_ATTR,
@@ -270,7 +271,7 @@ class Search(SearchSetup, TrialLoop, ConfirmStage):
             config = config_from_dict(best.user_attrs["config"], f"trial {best.number}")
             if chosen is None:
                 search = study_runs(study).get(str(best.user_attrs.get("config_key")))
-                chosen = None if search is None else BestRuns(search, None)
+                chosen = None if search is None else BestRuns(search, None, study_call_seed(study))
             exports = write_best(
                 config, chosen, self.study_dir / "best.json", best.number, self.task
             )

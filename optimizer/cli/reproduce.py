@@ -106,13 +106,25 @@ def load_grader_and_tasks(task: str, grader: str | None) -> tuple[BaseGrader, tu
         raise UserError(f"--grader: {error}") from None
 
 
-def _expected(path: Path, repeats: int, err: Console) -> Expectation | None:
-    """What the search predicted for ``path``'s reproduction, or None (warned if unreadable)."""
+def _expected(path: Path, repeats: int, seed: int, err: Console) -> Expectation | None:
+    """What the search predicted for ``path``'s reproduction, or None (warned if unreadable).
+
+    Warns when some of the reproduction's seeds made the search's runs of the config.
+    """
     try:
-        return expectation(stats_path(path), repeats)
+        expected = expectation(stats_path(path), repeats, seed)
     except ValueError as error:
         err.print(f"[yellow]warning:[/] {error}; no prediction shown", highlight=False)
         return None
+    if expected is not None and expected.shared_seeds:
+        err.print(
+            f"[yellow]warning:[/] {path}: {expected.shared_seeds} of seeds {seed} to "
+            f"{seed + repeats - 1} made runs of this config in its search, so they replay its "
+            f"answers and are no independent check; --seed {expected.fresh_seed} draws fresh ones",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return expected
 
 
 def _on_own_task(path: Path, task: str | None) -> bool:
@@ -151,7 +163,7 @@ def handle(args: argparse.Namespace) -> int:
     results = asyncio.run(_run(configs, tasks, grader, catalog, args, err))
     if len(tasks) == 1 and args.grader is None:
         results = [
-            replace(result, expected=_expected(path, args.repeats, err))
+            replace(result, expected=_expected(path, args.repeats, args.seed, err))
             if _on_own_task(path, args.task)
             else result
             for result, path in zip(results, args.configs, strict=True)

@@ -283,6 +283,30 @@ def test_failed_mutator_calls_are_skipped_and_the_round_still_counts(tmp_path: P
     assert not pool.mutation_due(3)
 
 
+def test_the_mutator_samples_from_the_seed_it_is_given(tmp_path: Path) -> None:
+    # the study's call seed: studies with different --seed also write different prompts
+    def mutator_seeds(seed: int) -> list[int]:
+        study = make_study(tmp_path / str(seed))
+        pool = PromptPool(study)
+        pool.ensure_seeds({"main": SEEDS["main"]})
+        with OpenAIServer(mutator_responder) as server:
+            router = Router(base_url=server.base_url)
+
+            async def go() -> None:
+                try:
+                    await pool_search_main_only(study, pool)
+                    await mutation_round(study, pool, router, "m", 2, seed=seed)
+                finally:
+                    await router.aclose()
+
+            asyncio.run(go())
+            return sorted(r.body["seed"] for r in server.chat_requests)
+
+    unseeded, seeded = mutator_seeds(0), mutator_seeds(20_000_000)
+    assert len(unseeded) == 2 and all(1000 <= s < 2000 for s in unseeded)  # round 1
+    assert seeded == [20_000_000 + s for s in unseeded]
+
+
 async def pool_search_main_only(
     study: optuna.Study, pool: PromptPool, graded: bool = False
 ) -> None:

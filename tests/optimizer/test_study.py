@@ -308,6 +308,7 @@ def test_studies_with_different_seeds_draw_different_model_seeds_and_keep_them(
         resumed = len(server.chat_requests)
         run(search(tmp_path, server, study="a", budget=Budget(trials=5), seed=7))
         later = seeds_of(server, resumed)
+        mutator = {r.body["seed"] for r in server.chat_requests[resumed:] if asks_mutator(r.body)}
         last = len(server.chat_requests)
         run(search(tmp_path, server, study="z", budget=Budget(trials=2)))
         unseeded = seeds_of(server, last)
@@ -316,6 +317,7 @@ def test_studies_with_different_seeds_draw_different_model_seeds_and_keep_them(
     assert all(10_000_000 <= s < 20_000_000 for s in a) and all(s >= 20_000_000 for s in b)
     assert later and all(10_000_000 <= s < 20_000_000 for s in later)  # a keeps its seeds
     assert load(tmp_path, "a").user_attrs["call_seed"] == 10_000_000
+    assert mutator and all(10_001_000 <= s < 10_002_000 for s in mutator)  # its round 1
     assert all(s < 10_000_000 for s in unseeded)  # no --seed: seeds from 0, as reproduce's
 
 
@@ -537,6 +539,10 @@ def test_the_reported_figures_come_from_fresh_runs_made_after_the_choice(
     assert (stats["n"], stats["mean"]) == (4, 80.0)
     assert (stats["ci_low"], stats["ci_high"]) == pytest.approx((low, high))
     assert stats["search"]["mean"] == 120.0 and stats["best_single_run"] == 120.0
+    # the file names the seeds its runs used, so a reproduction can tell it replays them
+    named = {stats["call_seed"] + r for r in stats["repeats"]}
+    assert named == set(fresh_seeds)
+    assert {stats["call_seed"] + r for r in stats["search"]["repeats"]} <= set(first_seeds)
     assert header[1].startswith("# Confirmed on 4 fresh runs after it was chosen: mean 80/120")
     lines = "\n".join(summary_lines(summary))
     assert "Confirmed on 4 fresh runs" in lines and "optimistic" in lines

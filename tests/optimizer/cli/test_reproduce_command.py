@@ -266,3 +266,31 @@ def test_reproduce_says_whether_its_mean_is_where_the_exporting_search_predicted
     )
     assert other.returncode == 0, other.stderr
     assert json.loads(other.stdout)["configs"][0]["expected"] is None
+
+
+def test_reproduce_warns_when_its_seeds_replay_the_search_runs_of_the_config(
+    tmp_path: Path, code_server: OpenAIServer
+) -> None:
+    # a search without --seed ran this config with seeds 0-2, then fresh runs from 1,000,000
+    config = write_yaml(tmp_path / "best.yaml")
+    runs = ConfigRuns("k", {}, (0,), (1_000_000, 1_000_001, 1_000_002), (60.0, 80.0, 70.0), 120.0)
+    search = ConfigRuns("k", {}, (0,), (0, 1, 2), (120.0, 120.0, 120.0), 120.0)
+    stats = {"confirmed": True, **runs.stats(), "call_seed": 0, "search": search.stats()}
+    config.with_name("best.stats.json").write_text(json.dumps(stats))
+
+    def reproduce(*flags: str) -> tuple[dict[str, Any], str]:
+        done = moa_opt(
+            "reproduce", "best.yaml", "--repeats", "4", *flags,
+            "--base-url", code_server.base_url, "--json", cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["configs"][0]["expected"], done.stderr
+
+    replayed, warned = reproduce()
+    assert replayed["shared_seeds"] == 3
+    assert "3 of seeds 0 to 3 made runs of this config in its search" in warned
+    assert "--seed 1000 draws fresh ones" in warned and "Traceback" not in warned
+    fresh, quiet = reproduce("--seed", "1000")
+    assert fresh["shared_seeds"] == 0 and "made runs of this config" not in quiet
+    _, edge = reproduce("--seed", "999998")  # seeds 999,998 to 1,000,001: two fresh runs'
+    assert "2 of seeds 999998 to 1000001" in edge and "--seed 1001000 draws" in edge
