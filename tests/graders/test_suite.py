@@ -73,6 +73,33 @@ def test_a_user_suite_loads_with_one_task_per_line(tmp_path: Path) -> None:
     assert tasks[0].reference == 'def add(a, b):\n    """Return a + b."""\n    return a + b\n'
 
 
+def test_a_suite_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "p.jsonl", record())
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as some Windows editors save
+    assert [t.name for t in load_tasks(str(path))] == ["mini/add"]
+
+
+def test_a_prose_prompt_asks_for_the_entry_point_by_name(
+    tmp_path: Path, bwrap_sandbox: Sandbox
+) -> None:
+    # MBPP's problems are prose: the prompt defines no function, the solution is all of it
+    prose = record(
+        task_id="mbpp/1",
+        prompt="Write a function to add two numbers.",
+        canonical_solution="def add(a, b):\n    return a + b\n",
+    )
+    path = write_jsonl(tmp_path / "p.jsonl", prose, record(task_id="b"))
+    first, second = load_tasks(str(path))
+    assert first.prompt.startswith("Write a Python function named `add` for the task below.")
+    assert first.prompt.endswith("\n\nWrite a function to add two numbers.")
+    assert first.reference == "def add(a, b):\n    return a + b\n"
+    assert second.prompt.startswith("Complete the following Python function.")  # defines add
+    grader = HumanEvalGrader(sandbox=bwrap_sandbox)
+    preflight((first,), grader, str(path))  # its solution passes as it is
+    wrong = grader.grade("```python\ndef add(a, b):\n    return a * b\n```", first)
+    assert wrong.score == 0.0 and "check(candidate) failed" in wrong.feedback
+
+
 @pytest.mark.parametrize(
     ("second", "message"),
     [
