@@ -314,9 +314,20 @@ async def validate_configs(
     seed: int = 0,
     catalog: Catalog | None = None,
     on_result: Callable[[str, RunResult], None] | None = None,
+    on_row: Callable[[ValidationRow], None] | None = None,
 ) -> list[ValidationRow]:
-    """Evaluates the found config and the baselines on ``tasks``, one config after another."""
+    """Evaluates the found config and the baselines on ``tasks``, one config after another.
+
+    ``on_result`` gets each graded run; ``on_row`` each config's row as soon as its runs are
+    done, so a validation stopped part way still leaves what it finished.
+    """
     prices = catalog or Catalog.load()
+    rows: list[ValidationRow] = []
+
+    def finished(row: ValidationRow) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
 
     async def run(name: str, config: MoAConfig) -> Evaluation:
         (done,) = await reproduce(
@@ -332,7 +343,10 @@ async def validate_configs(
         return done.evaluation
 
     best = await run("found", found)
+    rates = per_problem(best)
+    finished(validation_row("found", best, rates))
     single = await run("single-call", single_call_config(found))
+    finished(validation_row("single-call", single, rates))
     samples = samples_for(run_tokens(best), run_tokens(single))
     consistency = await self_consistency(
         single_call_config(found),
@@ -345,14 +359,7 @@ async def validate_configs(
         catalog=prices,
         on_result=None if on_result is None else (lambda r: on_result("self-consistency", r)),
     )
-    rates = per_problem(best)
-    rows = [
-        validation_row("found", best, rates),
-        validation_row("single-call", single, rates),
-        validation_row("self-consistency", consistency, rates, samples),
-    ]
+    finished(validation_row("self-consistency", consistency, rates, samples))
     if workshop is not None:
-        rows.append(
-            validation_row("workshop-default", await run("workshop-default", workshop), rates)
-        )
+        finished(validation_row("workshop-default", await run("workshop-default", workshop), rates))
     return rows

@@ -174,14 +174,17 @@ def handle(args: argparse.Namespace) -> int:
         f"{args.repeats} repeat(s) each",
         highlight=False,
     )
-    rows = asyncio.run(_run(target.found, target.workshop, target.tasks, target.grader, args))
     folder = target.folder or run_folder(VALIDATE_DIR)
-    for row in rows:
-        write_transcript(
-            folder / f"{args.split}-{row.config}.jsonl",
-            row.evaluation,
-            {"validate": args.split, "config_name": row.config, **target.source},
-        )
+
+    def finished(row: ValidationRow) -> None:  # kept at once: a stopped run leaves these
+        path = folder / f"{args.split}-{row.config}.jsonl"
+        extra = {"validate": args.split, "config_name": row.config, **target.source}
+        write_transcript(path, row.evaluation, extra)
+        err.print(f"{_row_line(row)}; transcript: {path}", highlight=False, soft_wrap=True)
+
+    rows = asyncio.run(
+        _run(target.found, target.workshop, target.tasks, target.grader, args, finished)
+    )
     record = {
         "split": args.split,
         **target.source,
@@ -300,6 +303,7 @@ async def _run(
     tasks: tuple[Any, ...],
     grader: Any,
     args: argparse.Namespace,
+    on_row: Callable[[ValidationRow], None],
 ) -> list[ValidationRow]:
     router = build_router(args)
     configs = 3 if workshop is None else 4  # found, single call, self-consistency, workshop
@@ -308,7 +312,7 @@ async def _run(
         with run_progress(configs * len(tasks) * args.repeats, console(stderr=True)) as log:
             return await validate_configs(
                 found, workshop, tasks, router, grader, repeats=args.repeats, seed=args.seed,
-                on_result=log,
+                on_result=log, on_row=on_row,
             )  # fmt: skip
     finally:
         await router.aclose()
@@ -359,3 +363,14 @@ def results_table(rows: list[ValidationRow], split: str, found: str) -> Table:
             diff,
         )
     return table
+
+
+def _row_line(row: ValidationRow) -> str:
+    """One config's result in a line, printed as soon as its runs are done."""
+    line = (
+        f"{row.config}: pass@1 {row.pass_at_1:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}], "
+        f"{row.tokens:,.0f} tokens/problem"
+    )
+    if row.config != "found":
+        line += f", found - this {row.diff:+.3f} [{row.diff_low:+.3f}, {row.diff_high:+.3f}]"
+    return line

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 import yaml
-from moa_cli import ROOT, moa_opt
+from moa_cli import ROOT, moa_env, moa_opt
 from openai_server import OpenAIServer
 from suite_helpers import mentioned, suite_responder, write_suite
 
@@ -135,6 +138,48 @@ def test_a_config_file_is_validated_on_the_test_split_a_study_would_hold(tmp_pat
     transcripts = sorted(p.name for p in folder.glob("*.jsonl"))
     assert transcripts == [f"test-{name}.jsonl" for name in sorted(rows)]
     assert [p.parent.name for p in (tmp_path / "runs").glob("*/journal.log")] == ["mini"]
+
+
+def test_a_validation_stopped_part_way_keeps_the_configs_it_finished(tmp_path: Path) -> None:
+    # the workshop default runs last; the process is killed while its first call is answered
+    write_suite(tmp_path / "mini.jsonl")
+    config = workshop_file(tmp_path / "tuned.json")
+    reached, release = threading.Event(), threading.Event()
+
+    def responder(body: dict[str, Any]) -> str:
+        if "Please implement the requested function" in system(body):
+            reached.set()
+            release.wait(60)
+        return suite_responder(body)
+
+    with OpenAIServer(responder) as server:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "optimizer", "validate", "--config", str(config),
+             "--task", "mini.jsonl", "--dev-size", "3", "--base-url", server.base_url],
+            cwd=tmp_path, env=moa_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        try:
+            assert reached.wait(300), "the workshop default never ran"
+            process.kill()
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            release.set()
+            if process.poll() is None:
+                process.kill()
+    (folder,) = (tmp_path / "runs" / "validate").iterdir()
+    kept = sorted(p.name for p in folder.glob("*.jsonl"))
+    assert kept == ["test-found.jsonl", "test-self-consistency.jsonl", "test-single-call.jsonl"]
+    found = [json.loads(line) for line in (folder / "test-found.jsonl").read_text().splitlines()]
+    grades = [record for record in found if record["type"] == "grade"]
+    assert len(grades) == 5 and {g["score"] for g in grades} == {1.0}  # the 5 test problems
+    # each finished config's result was printed when it finished, before the next one ran
+    lines = re.findall(r"^(\S+): pass@1 (\S+) \[", stderr, flags=re.MULTILINE)
+    assert lines == [("found", "1.000"), ("single-call", lines[1][1]),
+                     ("self-consistency", lines[2][1])]  # fmt: skip
+    before_single = stderr.index("found: pass@1")
+    first_single = re.search(r"^\[\d+/\d+\] single-call ", stderr, flags=re.MULTILINE)
+    assert first_single is not None and before_single < first_single.start()
 
 
 def humaneval_responder(body: dict[str, Any]) -> str:
