@@ -13,7 +13,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from pydantic import TypeAdapter
 
-from optimizer._best import CALL_SEED_ATTR
+from optimizer._best import CALL_SEED_ATTR, study_call_seed
 from optimizer._budget import Budget
 from optimizer._config import MoAConfig, config_to_dict
 from optimizer._errors import UserError
@@ -182,8 +182,8 @@ class SearchSetup:
             if existing is None and CALL_SEED_ATTR not in attrs:
                 study.set_user_attr(CALL_SEED_ATTR, (self.seed or 0) * SEED_STRIDE)
             # a resumed study keeps its seeds; one made before they were stored used ``seed``
-            stored = study.user_attrs.get(CALL_SEED_ATTR, self.seed or 0)
-        self.objective.seed = int(stored)
+            stored = study_call_seed(study)
+        self.objective.seed = (self.seed or 0) if stored is None else stored
         return study
 
     def _check_task(self, study: optuna.Study, stored: Any) -> None:
