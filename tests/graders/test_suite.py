@@ -100,6 +100,28 @@ def test_a_prose_prompt_asks_for_the_entry_point_by_name(
     assert wrong.score == 0.0 and "check(candidate) failed" in wrong.feedback
 
 
+def test_a_prose_problem_cannot_be_passed_by_cheating(
+    tmp_path: Path, bwrap_sandbox: Sandbox
+) -> None:
+    # an answer that reads the suite's tests, or returns what equals anything, scores 0
+    prose = record(task_id="mbpp/1", prompt="Write a function to add two numbers.")
+    path = write_jsonl(tmp_path / "p.jsonl", prose)
+    (task,) = load_tasks(str(path))
+    cheat = f"""```python
+class Anything:
+    def __eq__(self, other):
+        return True
+
+def add(a, b):
+    try:
+        return open({str(path)!r}).read()  # the suite file, with its tests
+    except OSError:
+        return Anything()
+```"""
+    result = HumanEvalGrader(sandbox=bwrap_sandbox).grade(cheat, task)
+    assert (result.score, result.isolation) == (0.0, "bwrap"), result.feedback
+
+
 @pytest.mark.parametrize(
     ("second", "message"),
     [
