@@ -80,6 +80,9 @@ def load_tasks(name_or_path: str | os.PathLike[str]) -> tuple[Task, ...]:
         if not path.is_file():
             raise GraderError(f"{text}: no such task file")
         return _parse(path, path.name)
+    if Path(text).exists() or text.startswith(("/", ".")) or text.count("/") > 1:
+        # a path, not ``name`` or ``name/instance``: say what a task file must be
+        raise GraderError(f"{text}: not a task file (a .yaml task or a .jsonl suite)")
     name, _, instance = text.partition("/")
     shipped = list_tasks()
     if name not in shipped:

@@ -111,9 +111,10 @@ def _choose_task(location: str, instance: str | None) -> Task:
         GraderError: The task cannot be loaded.
     """
     if not is_suite(location):
+        task = load_task(location)
         if instance is not None:
             raise UserError("--instance: only for a suite (humaneval or a .jsonl file)")
-        return load_task(location)
+        return task
     tasks = load_tasks(location)
     if instance is None:
         raise UserError(

@@ -135,3 +135,12 @@ def test_unknown_names() -> None:
         load_tasks("arithmetic/hard")
     with pytest.raises(GraderError, match=r"missing\.yaml: no such task file"):
         load_tasks("missing.yaml")
+
+
+def test_a_path_that_is_not_a_task_file_is_named(tmp_path: Path) -> None:
+    answer = tmp_path / "answer.py"
+    answer.write_text("def f():\n    return 1\n")
+    for given in (tmp_path, answer, tmp_path / "nosuch" / "task"):
+        with pytest.raises(GraderError) as caught:
+            load_tasks(given.as_posix())
+        assert str(caught.value) == f"{given}: not a task file (a .yaml task or a .jsonl suite)"

@@ -60,6 +60,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         (("grade", answer, "--task", "nosuch"), "unknown task 'nosuch'"),
         (("grade", answer, "--grader", "nosuch"), "unknown grader 'nosuch'"),
         (("grade", answer, "--task", "arithmetic"), "has 2 instances; pick one"),
+        # a directory given as the task, with --instance: the path is what is wrong
+        (("grade", answer, "--task", str(tmp_path), "--instance", "x"), f"{tmp_path}: not a task"),
+        (("grade", answer, "--task", "challenge", "--instance", "x"), "--instance: only for a"),
     ]
     for args, message in cases:
         result = moa_opt(*args, cwd=tmp_path)
