@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from search_helpers import asks_mutator
 from suite_helpers import PROBLEMS, mentioned, suite_responder, write_suite
 
+from optimizer._best import BEST_ATTR, FRESH_ATTR
 from optimizer._prompts import REJECTED_PREFIX, PromptPool
 from optimizer._storage import open_storage
 
@@ -64,8 +65,9 @@ def test_search_sees_dev_only_and_validate_reports_the_held_out_problems(tmp_pat
     assert mutator, "a mutation round ran"
     # the confirm stage chose a config and ran it fresh (its top-up runs are there only when
     # racing left a top config short of --confirm-repeats, which depends on the call seeds)
-    assert "best" in study.user_attrs, "the confirm stage chose a config"
-    assert any(key.startswith("fresh:") for key in study.user_attrs), "the chosen config ran fresh"
+    assert BEST_ATTR in study.user_attrs, "the confirm stage chose a config"
+    fresh = [key for key in study.user_attrs if key.startswith(f"{FRESH_ATTR}:")]
+    assert fresh, "the chosen config ran fresh"
     seen = set().union(*(mentioned(body) for body in search_requests))
     assert seen == dev, seen
     assert set().union(*(mentioned(body) for body in validate_requests)) == test
