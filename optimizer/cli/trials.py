@@ -1,4 +1,4 @@
-"""``moa-opt trials``: a study's leaderboard, trials by mean score."""
+"""``moa-opt trials``: a study's leaderboard, trials by their config's pooled runs."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from optimizer._best import BEST_ATTR
 from optimizer._config import ConfigError, config_from_dict, describe_config
+from optimizer._racing import ConfigRuns, study_runs
 from optimizer._storage import DEFAULT_RUNS_DIR, load_study
 from optimizer.cli._common import positive_int
 
@@ -23,10 +26,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Adds the ``trials`` command."""
     parser = commands.add_parser(
         "trials",
-        help="a study's leaderboard: trials by mean score",
+        help="a study's leaderboard: trials ranked by their config's pooled runs",
         description=(
-            "List a study's trials, best mean score first (then pruned, failed and running "
-            "ones): mean, std, repeats, tokens, estimated cost, state and the config in one line."
+            "List a study's trials, best first (then pruned, failed and running ones). A "
+            "config's runs are pooled, whichever trials made them: rows are ordered by the "
+            "95% lower bound of the config's mean (the bound the best is chosen by), and show "
+            "its mean, std and runs; * marks the config the confirm stage chose. Then "
+            "tokens, estimated cost, state and the config in one line."
         ),
     )
     parser.add_argument("--study", required=True, metavar="NAME", help="study name")
@@ -47,14 +53,19 @@ class TrialRow:
     Attributes:
         number: Trial number.
         state: ``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING`` or ``WAITING``.
-        mean: Mean score over its repeats, if it was scored.
+        mean: Mean score over the trial's own repeats, if it was scored.
         std: Their standard deviation.
-        repeats: Repeats scored.
+        repeats: The trial's own repeats scored.
         max_score: Points a repeat can earn.
         tokens: Tokens spent.
         cost: Estimated US dollars.
         config: The config in one line, or "".
         note: Why it failed or was pruned, or "".
+        config_mean: Mean over every run of the trial's config (pooled), if scored.
+        config_std: Their standard deviation.
+        config_runs: Runs of the config, whichever trials (or the confirm stage) made them.
+        lower_bound: One-sided 95% lower bound of the config's mean, what ranks the rows.
+        best: Whether the config is the one the confirm stage chose.
     """
 
     number: int
@@ -67,6 +78,11 @@ class TrialRow:
     cost: float
     config: str
     note: str
+    config_mean: float | None = None
+    config_std: float | None = None
+    config_runs: int = 0
+    lower_bound: float | None = None
+    best: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Returns the JSON form."""
@@ -81,6 +97,11 @@ class TrialRow:
             "cost": self.cost,
             "config": self.config,
             "note": self.note,
+            "config_mean": self.config_mean,
+            "config_std": self.config_std,
+            "config_runs": self.config_runs,
+            "lower_bound": self.lower_bound,
+            "best": self.best,
         }
 
 
@@ -89,8 +110,9 @@ def _number(value: Any) -> float | None:
     return float(value) if ok else None
 
 
-def _row(trial: FrozenTrial) -> TrialRow:
+def _row(trial: FrozenTrial, pools: dict[int, ConfigRuns], best: str | None) -> TrialRow:
     attrs = trial.user_attrs
+    pool = pools.get(trial.number)
     description = ""
     if isinstance(attrs.get("config"), dict):
         try:
@@ -110,40 +132,56 @@ def _row(trial: FrozenTrial) -> TrialRow:
         cost=_number(attrs.get("cost")) or 0.0,
         config=description,
         note=" ".join(str(note).split()),
+        config_mean=None if pool is None else pool.mean,
+        config_std=None if pool is None else pool.std,
+        config_runs=0 if pool is None else pool.n,
+        lower_bound=None if pool is None else pool.lcb,
+        best=pool is not None and pool.key == best,
     )
 
 
-def trial_rows(trials: list[FrozenTrial]) -> list[TrialRow]:
-    """Every trial, complete ones by mean score (best first), then the others by number."""
-    rows = [_row(t) for t in trials]
+def trial_rows(study: optuna.Study) -> list[TrialRow]:
+    """Every trial: scored ones by their config's lower bound, then mean (best first), then
+    the others by number."""
+    pools = {n: runs for runs in study_runs(study).values() for n in runs.trials}
+    chosen = study.user_attrs.get(BEST_ATTR)
+    best = str(chosen.get("config_key")) if isinstance(chosen, dict) else None
+    rows = [_row(t, pools, best) for t in study.get_trials(deepcopy=False)]
     scored = sorted(
-        (r for r in rows if r.mean is not None), key=lambda r: (-(r.mean or 0.0), r.number)
+        (r for r in rows if r.lower_bound is not None),
+        key=lambda r: (-(r.lower_bound or 0.0), -(r.config_mean or 0.0), r.number),
     )
-    return scored + sorted((r for r in rows if r.mean is None), key=lambda r: r.number)
+    return scored + sorted((r for r in rows if r.lower_bound is None), key=lambda r: r.number)
 
 
 def handle(args: argparse.Namespace) -> int:
     """Runs the command."""
     study = load_study(args.study, args.storage)
-    rows = trial_rows(study.get_trials(deepcopy=False))[: args.top]
+    rows = trial_rows(study)[: args.top]
     if args.json:
         print(json.dumps([row.to_dict() for row in rows], indent=2))
         return 0
     if not rows:
         print(f"study {args.study!r} has no trials yet")
         return 0
-    table = Table(title=f"trials of {args.study}", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("#", "mean", "std", "n", "tokens", "cost $"):
+    table = Table(
+        title=f"trials of {args.study}",
+        caption="mean, std, n: every run of the trial's config; * the confirm stage's choice",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in ("#", "bound", "mean", "std", "n", "tokens", "cost $"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("config", ratio=1, overflow="fold")
     for row in rows:
         top = "" if row.max_score is None else f"/{row.max_score:g}"
         table.add_row(
-            str(row.number),
-            "-" if row.mean is None else f"{row.mean:.4g}{top}",
-            "-" if row.std is None else f"{row.std:.3g}",
-            str(row.repeats),
+            f"{'*' if row.best else ''}{row.number}",
+            "-" if row.lower_bound is None else f"{row.lower_bound:.4g}",
+            "-" if row.config_mean is None else f"{row.config_mean:.4g}{top}",
+            "-" if row.config_std is None else f"{row.config_std:.3g}",
+            str(row.config_runs or row.repeats),
             f"{row.tokens:,}",
             f"{row.cost:.4f}",
             row.state.lower(),
