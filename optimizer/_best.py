@@ -31,11 +31,16 @@ __all__ = [
     "CALL_SEED_ATTR",
     "FRESH_ATTR",
     "FRESH_FIRST_REPEAT",
+    "RACING_ATTR",
     "BestRuns",
     "fresh_runs",
     "study_best",
     "study_call_seed",
+    "study_incumbent_runs",
 ]
+
+RACING_ATTR = "racing"
+"""Study user attr: the racing settings (``incumbent_runs``, ``max_runs``) of the study."""
 
 FRESH_ATTR = "fresh"
 """Study user attrs ``fresh:<config key>:<first repeat>``: the chosen config's fresh runs."""
@@ -161,3 +166,9 @@ def study_call_seed(study: optuna.Study) -> int | None:
     """The study's :data:`CALL_SEED_ATTR`, or None if it has none."""
     value = study.user_attrs.get(CALL_SEED_ATTR)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def study_incumbent_runs(study: optuna.Study) -> int:
+    """The runs a config needs to be the study's best: its stored ``incumbent_runs`` (3)."""
+    racing = study.user_attrs.get(RACING_ATTR)
+    return int(racing.get("incumbent_runs", 3)) if isinstance(racing, dict) else 3

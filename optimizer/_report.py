@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from optimizer._best import study_incumbent_runs
 from optimizer._config import config_to_dict
 from optimizer._export import ExportedConfig, ExportError, best_configs, study_task
 from optimizer._racing import RUNS_ATTR, rank_key, study_runs
@@ -33,7 +34,6 @@ from optimizer._report_figures import (
     spend_figure,
 )
 from optimizer._storage import safe_url
-from optimizer._study import RACING_ATTR
 from optimizer._yamlfile import dump_yaml
 
 __all__ = ["Report", "write_report"]
@@ -202,8 +202,7 @@ def _best_html(study: optuna.Study, best: ExportedConfig | None, storage_url: st
         parts.append(f"<p>Mean score {mean} over {best.repeats or '?'} runs ({how}).</p>")
     parts.append(f"<pre>{html.escape(dump_yaml(config_to_dict(best.config)))}</pre>")
     parts.append("<h2>Confirmation</h2>")
-    racing = study.user_attrs.get(RACING_ATTR)
-    need = int(racing.get("incumbent_runs", 3)) if isinstance(racing, dict) else 3
+    need = study_incumbent_runs(study)
     ranked = sorted(
         (r for r in study_runs(study).values() if r.n >= need),
         key=lambda r: rank_key(r, need),

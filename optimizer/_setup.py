@@ -13,7 +13,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from pydantic import TypeAdapter
 
-from optimizer._best import CALL_SEED_ATTR, study_call_seed
+from optimizer._best import CALL_SEED_ATTR, RACING_ATTR, study_call_seed
 from optimizer._budget import Budget
 from optimizer._config import MoAConfig, config_to_dict
 from optimizer._errors import UserError
@@ -37,8 +37,6 @@ __all__ = [
 ]
 
 SAMPLERS = ("tpe", "random", "gp", "nsga2")
-RACING_ATTR = "racing"
-"""Study user attr: the racing settings (``incumbent_runs``, ``max_runs``) of the study."""
 SPACE_ATTR = "space"
 """Study user attr: the search space the study was created with."""
 SEED_STRIDE = 10_000_000

@@ -20,7 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from optimizer._best import study_best
+from optimizer._best import study_best, study_incumbent_runs
 from optimizer._storage import DEFAULT_RUNS_DIR, JOURNAL_FILE, load_study, open_storage
 from optimizer._study import failed_run
 from optimizer._taskref import TASK_ATTR, TaskRef
@@ -126,9 +126,7 @@ def study_rows(storage: BaseStorage, label: str) -> list[StudyRow]:
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         states = [t.state for t in trials]
-        racing = study.user_attrs.get("racing")
-        need = int(racing.get("incumbent_runs", 3)) if isinstance(racing, dict) else 3
-        chosen = study_best(study, need)
+        chosen = study_best(study, study_incumbent_runs(study))
         leader = None if chosen is None else chosen.runs
         starts = [t.datetime_start for t in trials if t.datetime_start is not None]
         task = TaskRef.from_dict(study.user_attrs.get(TASK_ATTR))

@@ -13,9 +13,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from optimizer._best import BEST_ATTR
+from optimizer._best import study_best, study_incumbent_runs
 from optimizer._config import ConfigError, config_from_dict, describe_config
-from optimizer._racing import ConfigRuns, study_runs
+from optimizer._racing import ConfigRuns, rank_key, study_runs
 from optimizer._storage import DEFAULT_RUNS_DIR, load_study
 from optimizer.cli._common import positive_int
 
@@ -30,8 +30,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "List a study's trials, best first (then pruned, failed and running ones). A "
             "config's runs are pooled, whichever trials made them: rows are ordered by the "
-            "95% lower bound of the config's mean (the bound the best is chosen by), and show "
-            "its mean, std and runs; * marks the config the confirm stage chose. Then "
+            "95% lower bound of the config's mean (as the best is chosen), and show "
+            "its mean, std and runs; * marks the study's best config. Then "
             "tokens, estimated cost, state and the config in one line."
         ),
     )
@@ -64,8 +64,8 @@ class TrialRow:
         config_mean: Mean over every run of the trial's config (pooled), if scored.
         config_std: Their standard deviation.
         config_runs: Runs of the config, whichever trials (or the confirm stage) made them.
-        lower_bound: One-sided 95% lower bound of the config's mean, what ranks the rows.
-        best: Whether the config is the one the confirm stage chose.
+        lower_bound: One-sided 95% lower bound of the config's mean.
+        best: Whether the config is the study's best (the confirm stage's choice, if any).
     """
 
     number: int
@@ -141,17 +141,19 @@ def _row(trial: FrozenTrial, pools: dict[int, ConfigRuns], best: str | None) -> 
 
 
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
-    """Every trial: scored ones by their config's lower bound, then mean (best first), then
-    the others by number."""
+    """Every trial: scored ones as the search ranks their configs (:func:`rank_key`: enough
+    runs, then lower bound, then mean; best first), then the others by number."""
+    need = study_incumbent_runs(study)
     pools = {n: runs for runs in study_runs(study).values() for n in runs.trials}
-    chosen = study.user_attrs.get(BEST_ATTR)
-    best = str(chosen.get("config_key")) if isinstance(chosen, dict) else None
+    chosen = study_best(study, need)
+    best = None if chosen is None else chosen.search.key
     rows = [_row(t, pools, best) for t in study.get_trials(deepcopy=False)]
     scored = sorted(
-        (r for r in rows if r.lower_bound is not None),
-        key=lambda r: (-(r.lower_bound or 0.0), -(r.config_mean or 0.0), r.number),
+        (r for r in rows if r.number in pools),
+        key=lambda r: (rank_key(pools[r.number], need), -r.number),
+        reverse=True,
     )
-    return scored + sorted((r for r in rows if r.lower_bound is None), key=lambda r: r.number)
+    return scored + sorted((r for r in rows if r.number not in pools), key=lambda r: r.number)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -166,7 +168,7 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     table = Table(
         title=f"trials of {args.study}",
-        caption="mean, std, n: every run of the trial's config; * the confirm stage's choice",
+        caption="mean, std, n: every run of the trial's config; * the study's best config",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
