@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -212,9 +213,9 @@ def _int(text: str) -> int:
 
 
 def console(*, stderr: bool = False) -> Console:
-    """A rich console; when not a terminal, wide enough that tables are not cut to 80 columns."""
+    """A rich console; when not a terminal and ``COLUMNS`` is unset, 160 columns wide, not 80."""
     out = Console(stderr=stderr, soft_wrap=True)
-    if not out.is_terminal:
+    if not out.is_terminal and "COLUMNS" not in os.environ:
         out = Console(stderr=stderr, soft_wrap=True, width=max(out.width, 160))
     return out
 

@@ -32,6 +32,7 @@ from optimizer.cli._common import (
     add_sandbox_flag,
     build_router,
     choose_task,
+    console,
     positive_int,
     require_sandbox,
     run_folder,
@@ -178,7 +179,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reproduction_json(results), indent=2))
     else:
-        Console().print(results_table(results))
+        console().print(results_table(results))
     return 0
 
 

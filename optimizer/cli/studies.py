@@ -17,13 +17,13 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from optimizer._best import study_best, study_incumbent_runs
 from optimizer._storage import DEFAULT_RUNS_DIR, JOURNAL_FILE, load_study, open_storage
 from optimizer._study import failed_run
 from optimizer._taskref import TASK_ATTR, TaskRef
+from optimizer.cli._common import console
 from optimizer.cli.validate import validation_lines, validations
 
 __all__ = ["StudyRow", "register", "study_rows"]
@@ -202,7 +202,7 @@ def handle(args: argparse.Namespace) -> int:
             "-" if row.best_run is None else f"{row.best_run:.4g}",
             row.last[5:16].replace("T", " "),
         )
-    out = Console()
+    out = console()
     out.print(table)
     legend = "trials: done/failed/running; #N: the best config's first trial"
     if any(row.confirmed for row in rows):

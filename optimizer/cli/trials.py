@@ -10,14 +10,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from optimizer._best import study_best, study_incumbent_runs
 from optimizer._config import ConfigError, config_from_dict, describe_config
 from optimizer._racing import ConfigRuns, rank_key, study_runs
 from optimizer._storage import DEFAULT_RUNS_DIR, load_study
-from optimizer.cli._common import positive_int
+from optimizer.cli._common import console, positive_int
 
 __all__ = ["TrialRow", "register", "trial_rows"]
 
@@ -189,5 +188,5 @@ def handle(args: argparse.Namespace) -> int:
             row.state.lower(),
             row.config or row.note,
         )
-    Console(soft_wrap=False).print(table)
+    console().print(table)
     return 0

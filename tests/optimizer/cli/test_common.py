@@ -3,7 +3,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from optimizer.cli._common import run_folder
+import pytest
+from rich.table import Table
+
+from optimizer.cli._common import console, run_folder
 
 
 def test_runs_started_in_one_second_get_folders_of_their_own(tmp_path: Path) -> None:
@@ -14,3 +17,29 @@ def test_runs_started_in_one_second_get_folders_of_their_own(tmp_path: Path) -> 
     (folders[0] / "0-c.jsonl").write_text("kept\n")
     again = run_folder(parent)
     assert again not in folders and (folders[0] / "0-c.jsonl").read_text() == "kept\n"
+
+
+CONFIG = "1 cycle: qwen2.5-coder-1.5b@0.3 + qwen2.5-coder-1.5b@1 -> qwen2.5-coder-1.5b@0.4"
+
+
+def wrapped_lines(width: str | None, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    if width is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", width)
+    table = Table("trial", "config")
+    table.add_row("23", CONFIG)
+    out = console()
+    with out.capture() as captured:
+        out.print(table)
+    return captured.get().splitlines()
+
+
+def test_piped_tables_are_not_cut_to_80_columns_unless_columns_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    piped = wrapped_lines(None, monkeypatch)  # pytest captures stdout: not a terminal
+    assert any(CONFIG in line for line in piped), piped
+    narrow = wrapped_lines("60", monkeypatch)
+    assert max(len(line) for line in narrow) <= 60
+    assert not any(CONFIG in line for line in narrow), narrow
