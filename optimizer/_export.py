@@ -25,7 +25,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from optimizer._best import BestRuns, study_best
+from optimizer._best import RACING_ATTR, BestRuns, study_best, study_incumbent_runs
 from optimizer._config import (
     DEFAULT_AGGREGATION_TEMPLATE,
     DEFAULT_MAX_TOKENS,
@@ -148,9 +148,8 @@ def best_configs(study: optuna.Study) -> list[ExportedConfig]:
         front = sorted((t for t in complete if t.number in numbers), key=lambda t: t.number)
         return [_exported(t, confirmations.get(t.number)) for t in front]
     by_number = {t.number: t for t in complete}
-    racing = study.user_attrs.get("racing")
-    if isinstance(racing, dict):  # a study made with racing: the pooled runs decide
-        chosen = study_best(study, int(racing.get("incumbent_runs", 3)))
+    if isinstance(study.user_attrs.get(RACING_ATTR), dict):  # made with racing: pooled runs decide
+        chosen = study_best(study, study_incumbent_runs(study))
         if chosen is not None and chosen.trial in by_number:
             trial = by_number[chosen.trial]
             return [

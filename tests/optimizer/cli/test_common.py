@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import io
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,9 @@ CONFIG = "1 cycle: qwen2.5-coder-1.5b@0.3 + qwen2.5-coder-1.5b@1 -> qwen2.5-code
 
 
 def wrapped_lines(width: str | None, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # piped: not a terminal, even under -s
+    for forcing in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # which would make rich call it one
+        monkeypatch.delenv(forcing, raising=False)
     if width is None:
         monkeypatch.delenv("COLUMNS", raising=False)
     else:
@@ -38,7 +43,7 @@ def wrapped_lines(width: str | None, monkeypatch: pytest.MonkeyPatch) -> list[st
 def test_piped_tables_are_not_cut_to_80_columns_unless_columns_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    piped = wrapped_lines(None, monkeypatch)  # pytest captures stdout: not a terminal
+    piped = wrapped_lines(None, monkeypatch)
     assert any(CONFIG in line for line in piped), piped
     narrow = wrapped_lines("60", monkeypatch)
     assert max(len(line) for line in narrow) <= 60
